@@ -1,0 +1,93 @@
+"""Progress display: rich bars on a terminal, one line per stage in CI (``CI=true``) or when piped."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def quiet() -> bool:
+    """True in CI or when stderr is not a terminal: no bars, only stage lines."""
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes") or not sys.stderr.isatty()
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+def log(message: str) -> None:
+    """One line on stderr (always shown, also in CI)."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
+    """Iterate with a progress bar (no bar when quiet)."""
+    if quiet():
+        yield from items
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("{task.fields[status]}"))
+    with Progress(*columns, console=_console(), transient=True) as bar:
+        task = bar.add_task(description, total=total if total is not None else _len(items), status="")
+        for item in items:
+            yield item
+            bar.advance(task)
+
+
+class StatusBar:
+    """A bar whose trailing text can be updated (loss, accuracy) while iterating."""
+
+    def __init__(self, description: str, total: int):
+        self.description, self.total = description, total
+        self._bar = None
+        self._task = None
+
+    def __enter__(self) -> "StatusBar":
+        if not quiet():
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            columns = (TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                       TextColumn("{task.fields[status]}"))
+            self._bar = Progress(*columns, console=_console(), transient=True)
+            self._bar.__enter__()
+            self._task = self._bar.add_task(self.description, total=self.total, status="")
+        return self
+
+    def advance(self, status: str = "") -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, advance=1, status=status)
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+
+
+@contextmanager
+def stage(name: str) -> Iterator[dict]:
+    """Log the start and the duration of a pipeline stage; yields a dict that receives ``seconds``."""
+    log(f"[{name}] ...")
+    timing: dict = {}
+    start = time.perf_counter()
+    try:
+        yield timing
+    finally:
+        timing["seconds"] = time.perf_counter() - start
+    note = timing.get("note", "")
+    log(f"[{name}] done in {timing['seconds']:.1f} s" + (f": {note}" if note else ""))
+
+
+def _len(items) -> int | None:
+    try:
+        return len(items)  # type: ignore[arg-type]
+    except TypeError:
+        return None

@@ -1,0 +1,188 @@
+"""Recipe schema: validation, error messages naming the field, overrides, paths, environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from compressor.errors import RecipeError
+from compressor.recipe import Recipe, dump_recipe, load_recipe, recipe_json_schema
+
+REPO = Path(__file__).resolve().parents[2]
+QUICKSTART = REPO / "recipes" / "quickstart.yaml"
+
+
+def write(tmp_path: Path, data: dict, name: str = "r.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def base() -> dict:
+    return yaml.safe_load(QUICKSTART.read_text())
+
+
+def error_of(tmp_path: Path, data: dict, overrides=()) -> str:
+    with pytest.raises(RecipeError) as info:
+        load_recipe(write(tmp_path, data), overrides)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_quickstart_validates_with_defaults_filled():
+    recipe = load_recipe(QUICKSTART)
+    assert recipe.method.name == "l1" and recipe.pruning.macs_reduction_pct == 50
+    assert recipe.finetune.momentum == 0.9  # default from the schema
+    assert recipe.data.train.split == "train" and recipe.data.test.split == "test"  # split defaults per use
+    assert recipe.model.checkpoint.name == "quicknet_shapes.pt" and recipe.model.checkpoint.is_absolute()
+
+
+def test_unknown_key_names_field_and_suggests(tmp_path):
+    data = base()
+    data["finetune"]["epoch"] = 3
+    msg = error_of(tmp_path, data)
+    assert "finetune.epoch: unknown field" in msg and "did you mean 'epochs'" in msg
+
+
+def test_unknown_key_inside_union_member_lists_that_members_fields(tmp_path):
+    data = base()
+    data["data"]["train"]["nmu_images"] = 5
+    msg = error_of(tmp_path, data)
+    assert "data.train.nmu_images: unknown field" in msg and "num_images" in msg
+    data = base()
+    data["method"]["reductoin"] = "mean"
+    msg = error_of(tmp_path, data)
+    assert "method.reductoin" in msg and "reduction" in msg
+
+
+@pytest.mark.parametrize("path,value,expect", [
+    (("pruning", "macs_reduction_pct"), -5, "pruning.macs_reduction_pct"),
+    (("pruning", "residual"), "sideways", "pruning.residual"),
+    (("finetune", "epochs"), "three", "finetune.epochs"),
+    (("data", "batch_size"), 0, "data.batch_size"),
+    (("method", "name"), "l9", "unknown name 'l9'"),
+    (("data", "train", "format"), "tfrecord", "unknown format 'tfrecord'"),
+    (("name",), "has space", "name"),
+])
+def test_bad_values_name_the_field(tmp_path, path, value, expect):
+    data = base()
+    node = data
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    assert expect in error_of(tmp_path, data)
+
+
+def test_ratio_and_target_are_exclusive_and_one_is_needed(tmp_path):
+    data = base()
+    data["pruning"]["ratio"] = 0.3
+    assert "either ratio or macs_reduction_pct" in error_of(tmp_path, data)
+    data["pruning"] = {"residual": "internal"}
+    assert "nothing to prune" in error_of(tmp_path, data)
+
+
+def test_negative_ratio_and_ratio_of_one_rejected(tmp_path):
+    data = base()
+    del data["pruning"]["macs_reduction_pct"]
+    for bad in (-0.1, 1.0):
+        data["pruning"]["ratio"] = bad
+        assert "pruning.ratio" in error_of(tmp_path, data)
+
+
+def test_missing_section(tmp_path):
+    data = base()
+    del data["model"]
+    assert "model: required field is missing" in error_of(tmp_path, data)
+
+
+def test_latency_gate_batch_must_be_profiled(tmp_path):
+    data = base()
+    data["gates"]["max_latency_ms"] = [{"batch": 8, "p50_ms": 1.0}]
+    assert "batch 8 is not profiled" in error_of(tmp_path, data)
+
+
+def test_invalid_yaml_reports_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: x\nmodel: [unclosed\n")
+    with pytest.raises(RecipeError, match=r"line \d+"):
+        load_recipe(path)
+
+
+def test_missing_file_and_non_mapping(tmp_path):
+    with pytest.raises(RecipeError, match="recipe file not found"):
+        load_recipe(tmp_path / "nope.yaml")
+    path = tmp_path / "list.yaml"
+    path.write_text("- a\n- b\n")
+    with pytest.raises(RecipeError, match="top level must be a mapping"):
+        load_recipe(path)
+
+
+def test_overrides_types_nesting_and_lists(tmp_path):
+    data = base()
+    data["gates"]["max_latency_ms"] = [{"batch": 1, "p50_ms": 5.0}]
+    path = write(tmp_path, data)
+    recipe = load_recipe(path, ["finetune.epochs=5", "pruning.residual=internal", "gates.max_latency_ms.0.p50_ms=2.5",
+                                "profile.batch_sizes=[1, 8]", "gates.max_latency_ms.0.batch=8"])
+    assert recipe.finetune.epochs == 5 and recipe.pruning.residual == "internal"
+    assert recipe.gates.max_latency_ms[0].p50_ms == 2.5 and recipe.profile.batch_sizes == [1, 8]
+
+
+@pytest.mark.parametrize("override,expect", [
+    ("finetune.epochz=3", "finetune.epochz: unknown field"),
+    ("finetune.epochs", "expected key.path=value"),
+    ("gates.max_latency_ms.3.p50_ms=1", "not an index"),
+    ("finetune..epochs=1", "empty part"),
+])
+def test_bad_overrides(tmp_path, override, expect):
+    assert expect in error_of(tmp_path, base(), [override])
+
+
+def test_relative_paths_file_relative_and_set_relative_to_cwd(tmp_path, monkeypatch):
+    data = base()
+    data["model"]["checkpoint"] = "weights/m.pt"
+    sub = tmp_path / "recipes"
+    sub.mkdir()
+    path = write(sub, data)
+    assert load_recipe(path).model.checkpoint == sub / "weights" / "m.pt"
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    recipe = load_recipe(path, ["model.checkpoint=other.pt", "finetune.epochs=1"])
+    assert recipe.model.checkpoint == work / "other.pt"
+
+
+def test_environment_variables(tmp_path, monkeypatch):
+    data = base()
+    data["model"]["checkpoint"] = "${MY_CKPT}"
+    monkeypatch.delenv("MY_CKPT", raising=False)
+    msg = error_of(tmp_path, data)
+    assert "model.checkpoint uses ${MY_CKPT}" in msg and "--set model.checkpoint" in msg
+    monkeypatch.setenv("MY_CKPT", str(tmp_path / "c.pt"))
+    assert load_recipe(write(tmp_path, data)).model.checkpoint == tmp_path / "c.pt"
+    data["model"]["checkpoint"] = "${UNSET_VAR_X:-fallback.pt}"
+    assert load_recipe(write(tmp_path, data)).model.checkpoint == tmp_path / "fallback.pt"
+
+
+def test_resolved_recipe_round_trips(tmp_path):
+    recipe = load_recipe(QUICKSTART)
+    path = tmp_path / "resolved.yaml"
+    path.write_text(dump_recipe(recipe))
+    assert load_recipe(path) == recipe
+
+
+def test_json_schema_has_every_method_and_section():
+    schema = recipe_json_schema()
+    text = str(schema)
+    for name in ("l1", "l2", "fpgm", "random"):
+        assert f"'{name}'" in text
+    assert set(Recipe.model_fields) <= set(schema["properties"])
+
+
+def test_shipped_recipes_validate():
+    recipes = sorted((REPO / "recipes").glob("*.yaml"))
+    assert recipes, "no shipped recipes"
+    for path in recipes:
+        load_recipe(path)
