@@ -1,0 +1,15 @@
+"""Profiling stage: MACs / params of models and exported graphs, latency of artifacts per backend.
+
+``macs`` counts multiply-accumulates with one convention on ONNX graphs and PyTorch models;
+``latency`` measures ONNX artifacts on onnxruntime CPU, interleaved, and quotes ratios between them.
+Importing this package does not import torch, onnx or onnxruntime.
+"""
+
+from __future__ import annotations
+
+from .latency import (BACKEND, LatencyStats, ProfilingError, available_cores, latency_ratios,
+                      profile_onnxruntime)
+from .macs import COUNTED_OPS, Cost, LayerCost, count_onnx, count_torch
+
+__all__ = ["BACKEND", "COUNTED_OPS", "Cost", "LatencyStats", "LayerCost", "ProfilingError", "available_cores",
+           "count_onnx", "count_torch", "latency_ratios", "profile_onnxruntime"]
