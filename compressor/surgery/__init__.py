@@ -1,0 +1,23 @@
+"""Dependency-graph surgery: plan (ratios, targets, protected layers, residual policy, rounding), prune,
+history save/replay and width tables. See ``prune.py`` for the entry point."""
+
+from .graph import GroupInfo, build_graph, find_heads
+from .history import load_pruned, replay, save_pruned
+from .plan import kept_channels, select_pruned
+from .prune import Surgery, apply_selection, check_forward, prune, width_table
+
+__all__ = [
+    "GroupInfo",
+    "Surgery",
+    "apply_selection",
+    "build_graph",
+    "check_forward",
+    "find_heads",
+    "kept_channels",
+    "load_pruned",
+    "prune",
+    "replay",
+    "save_pruned",
+    "select_pruned",
+    "width_table",
+]

@@ -1,0 +1,89 @@
+"""How many channels each group loses, and which ones.
+
+A plan is computed from scores (one per channel, higher = keep) that a method produced once on the
+unpruned model. Rounding is ours, not torch-pruning's (its ``round_to`` silently skips groups containing a
+grouped conv, DESIGN.md §5): the kept count of every group is a multiple of ``round_to`` and of the number
+of grouped-conv slices, and in a grouped conv the same positions are removed from every slice.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ..recipe import PruningConfig
+from .graph import GroupInfo, match_name
+
+
+@dataclass(frozen=True)
+class GroupPlan:
+    info: GroupInfo
+    ratio: float  # requested fraction removed
+    rule: str  # where the ratio came from: "global", "layers[i]"
+    fixed: bool  # a per-layer rule: not scaled by the MACs-target search
+
+
+def group_ratios(groups: list[GroupInfo], cfg: PruningConfig, global_ratio: float) -> list[GroupPlan]:
+    """The requested ratio of every group: the first matching ``pruning.layers`` rule, else the global ratio."""
+    plans = []
+    for info in groups:
+        rule = _first_rule(info, cfg)
+        if rule is None:
+            plans.append(GroupPlan(info, global_ratio, "global", fixed=False))
+        else:
+            index, ratio = rule
+            plans.append(GroupPlan(info, ratio, f"layers[{index}]", fixed=True))
+    return plans
+
+
+def _first_rule(info: GroupInfo, cfg: PruningConfig) -> tuple[int, float] | None:
+    for i, rule in enumerate(cfg.layers):
+        if any(match_name(rule.match, name, f"pruning.layers[{i}].match") for name in info.producers):
+            return i, rule.ratio
+    return None
+
+
+def kept_channels(channels: int, ratio: float, multiple: int, minimum: int) -> int:
+    """Channels kept when removing ``ratio`` of ``channels``, rounded to a multiple, never below ``minimum``."""
+    if ratio <= 0:
+        return channels
+    keep = channels - round(ratio * channels)
+    keep = max(multiple, int(round(keep / multiple)) * multiple)
+    keep = max(keep, math.ceil(minimum / multiple) * multiple)
+    return min(keep, channels)
+
+
+def select_pruned(scores: torch.Tensor, keep: int, slices: int = 1) -> list[int]:
+    """Indices of the lowest-scoring channels to remove so that ``keep`` remain (stable for ties).
+
+    With ``slices > 1`` (a grouped conv), scores are averaged over the slices and the same positions are
+    removed in every slice.
+    """
+    channels = scores.numel()
+    if keep >= channels:
+        return []
+    if slices == 1:
+        order = torch.argsort(scores.float(), stable=True)
+        return sorted(order[: channels - keep].tolist())
+    size = channels // slices
+    per_slice = torch.argsort(scores.float().view(slices, size).mean(0), stable=True)
+    drop = per_slice[: (channels - keep) // slices].tolist()
+    return sorted(s * size + j for s in range(slices) for j in drop)
+
+
+def selection(plans: list[GroupPlan], scores: dict[str, torch.Tensor], round_to: int, minimum: int,
+              global_ratio: float | None = None, steps: dict[str, float] | None = None) -> dict[str, list[int]]:
+    """Channels to remove per group key. ``global_ratio`` replaces the ratio of non-fixed groups, and
+    ``steps`` (key -> ratio) replaces it for single groups (the MACs search's fine adjustment)."""
+    chosen = {}
+    steps = steps or {}
+    for plan in plans:
+        ratio = plan.ratio if plan.fixed or global_ratio is None else steps.get(plan.info.key, global_ratio)
+        multiple = math.lcm(round_to, plan.info.slices)
+        keep = kept_channels(plan.info.channels, ratio, multiple, minimum)
+        idxs = select_pruned(scores[plan.info.key], keep, plan.info.slices)
+        if idxs:
+            chosen[plan.info.key] = idxs
+    return chosen
