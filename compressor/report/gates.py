@@ -1,0 +1,65 @@
+"""Gates: the limits a run must meet for ``compress run`` to exit 0 (CI fails the job otherwise).
+
+Every gate is a row {name, limit, value, passed, detail}. Parity gates are always on: an exported file
+whose outputs differ from PyTorch by more than ``export.parity_tolerance`` is not deployable.
+"""
+
+from __future__ import annotations
+
+from ..recipe import ExportConfig, GatesConfig
+
+
+def gate(name: str, limit: float, value: float | None, passed: bool, detail: str) -> dict:
+    return {"name": name, "limit": limit, "value": value, "passed": bool(passed), "detail": detail}
+
+
+def evaluate_gates(cfg: GatesConfig, export_cfg: ExportConfig, baseline, tuned, exported, profiled) -> list[dict]:
+    rows = _parity_gates(export_cfg, baseline, exported)
+    if cfg.max_accuracy_drop is not None:
+        drop = baseline.test.accuracy - tuned.test.accuracy
+        rows.append(gate("max_accuracy_drop", cfg.max_accuracy_drop, round(drop, 4), drop <= cfg.max_accuracy_drop,
+                         f"top-1 {baseline.test.accuracy:.2f}% -> {tuned.test.accuracy:.2f}% on the test split "
+                         f"({tuned.test.images} images)"))
+    if cfg.min_macs_reduction_pct is not None:
+        value, source = macs_reduction(baseline, exported)
+        rows.append(gate("min_macs_reduction_pct", cfg.min_macs_reduction_pct, round(value, 3),
+                         value >= cfg.min_macs_reduction_pct, f"MACs counted on {source}"))
+    for limit in cfg.max_latency_ms:
+        rows.append(_latency_gate(limit, profiled))
+    return rows
+
+
+def macs_reduction(baseline, exported) -> tuple[float, str]:
+    """MACs reduction in percent, counted on the exported ONNX graphs when they exist."""
+    if baseline.onnx is not None and exported.onnx is not None:
+        return 100.0 * (1 - exported.onnx.macs / baseline.onnx.macs), "the exported ONNX graphs"
+    return 100.0 * (1 - exported.macs_torch / baseline.macs_torch), "the PyTorch modules (export disabled)"
+
+
+def _parity_gates(export_cfg: ExportConfig, baseline, exported) -> list[dict]:
+    rows = []
+    for name, artifact in (("baseline", baseline.onnx), ("pruned", exported.onnx)):
+        if artifact is not None:
+            rows.append(gate(f"parity:{name}", export_cfg.parity_tolerance, artifact.max_abs_diff,
+                             artifact.max_abs_diff <= export_cfg.parity_tolerance,
+                             f"max |PyTorch - onnxruntime| on the logits of {export_cfg.parity_images} images"))
+    return rows
+
+
+def _latency_gate(limit, profiled) -> dict:
+    name = f"max_latency_ms[{limit.backend}, batch {limit.batch}]"
+    for stats in profiled.stats:
+        if stats.artifact == "pruned_onnx" and stats.backend == limit.backend and stats.batch == limit.batch:
+            spread = _spread(stats.round_p50_ms)
+            return gate(name, limit.p50_ms, round(stats.p50_ms, 4), stats.p50_ms <= limit.p50_ms,
+                        f"p50 of {stats.repeats} interleaved rounds x {stats.iterations} runs, {stats.threads} threads; "
+                        f"round medians spread {spread:.1%}")
+    return gate(name, limit.p50_ms, None, False, "not measured (is profiling enabled and is the batch profiled?)")
+
+
+def _spread(values) -> float:
+    values = sorted(values)
+    if not values:
+        return 0.0
+    median = values[len(values) // 2]
+    return (values[-1] - values[0]) / median if median else 0.0

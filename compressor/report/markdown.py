@@ -1,0 +1,113 @@
+"""``report.md``: the same facts as report.json, for a person (a CI job summary or a PR comment)."""
+
+from __future__ import annotations
+
+
+def render_markdown(report: dict) -> str:
+    parts = [_header(report), _results(report), _gates(report), _latency(report), _pruning(report),
+             _finetune(report), _artifacts(report), _timings(report)]
+    return "\n\n".join(p for p in parts if p) + "\n"
+
+
+def table(headers: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1e-2 else f"{value:.2f}"
+    return str(value)
+
+
+def _header(r: dict) -> str:
+    verdict = "PASSED" if r["passed"] else "FAILED"
+    opts = ", ".join(f"{k}={v}" for k, v in r["method"]["options"].items() if k != "name")
+    return (f"# compressor report: {r['recipe']['name']} ({verdict})\n\n"
+            f"Model `{r['model']['arch']}` {tuple(r['model']['input_shape'])}, method `{r['method']['name']}`"
+            + (f" ({opts})" if opts else "") + f", residual policy `{r['pruning']['residual']}`, seed {r['recipe']['seed']}.")
+
+
+def _results(r: dict) -> str:
+    b, p, red = r["baseline"], r["pruned"], r["reduction"]
+    rows = [
+        ["top-1 accuracy (%)", b["accuracy"], p["accuracy"], _delta(p["accuracy"], b["accuracy"])],
+        ["top-1 before fine-tuning (%)", "", p["accuracy_before_finetune"],
+         _delta(p["accuracy_before_finetune"], b["accuracy"])],
+        ["validation top-1 (%)", b["val_accuracy"], p["val_accuracy"], _delta(p["val_accuracy"], b["val_accuracy"])],
+        ["MACs (M)", b["macs"] / 1e6, p["macs"] / 1e6, f"-{red['macs_pct']:.2f}%"],
+        ["params (k)", b["params"] / 1e3, p["params"] / 1e3, f"-{red['params_pct']:.2f}%"],
+    ]
+    note = (f"Accuracy on the `{b['split']}` split ({b['images']} images). {r['counting']}; counted on "
+            f"{red['counted_on']} (params of an ONNX graph are those of the BatchNorm-folded graph).")
+    return "## Results\n\n" + table(["", "baseline", "pruned", "change"], rows) + "\n\n" + note
+
+
+def _delta(new, old) -> str:
+    if new is None or old is None:
+        return "-"
+    return f"{new - old:+.2f}"
+
+
+def _gates(r: dict) -> str:
+    if not r["gates"]:
+        return "## Gates\n\nNo gates configured."
+    rows = [[g["name"], g["limit"], g["value"], "pass" if g["passed"] else "**FAIL**", g["detail"]] for g in r["gates"]]
+    return "## Gates\n\n" + table(["gate", "limit", "value", "result", "how measured"], rows)
+
+
+def _latency(r: dict) -> str:
+    if not r["latency"]:
+        return "## Latency\n\nNot profiled."
+    rows = [[s["artifact"], s["backend"], s["batch"], s["threads"], s["p50_ms"], s["p90_ms"], s["p99_ms"],
+             s["throughput"]] for s in r["latency"]]
+    text = "## Latency\n\n" + table(["artifact", "backend", "batch", "threads", "p50 ms", "p90 ms", "p99 ms",
+                                     "images/s"], rows)
+    if r["latency_ratios"]:
+        ratio_rows = [[x["artifact"], x["batch"], x["ratio"], x["speedup"], f"{x['spread']:.1%}"]
+                      for x in r["latency_ratios"]]
+        text += ("\n\nMeasured side by side in one process, interleaved rounds; ratio = median over rounds of "
+                 "(artifact p50 / baseline p50).\n\n"
+                 + table(["artifact", "batch", "latency ratio", "speedup", "spread of round ratios"], ratio_rows))
+    first = r["latency"][0]
+    versions = ", ".join(f"{k} {v}" for k, v in first.get("versions", {}).items())
+    return text + (f"\n\nWarm-up {first['warmup']}, {first['iterations']} timed runs x {first['repeats']} rounds. "
+                   f"{versions}")
+
+
+def _pruning(r: dict) -> str:
+    p = r["pruning"]
+    target = p["target_macs_reduction_pct"]
+    lines = [f"- global ratio {p['global_ratio']:.4f}" + (f" (searched for a {target}% MACs target in "
+                                                           f"{p['search_trials']} trials)" if target else ""),
+             f"- {p['groups_pruned']} channel groups pruned: {p['channels_before']} -> {p['channels_after']} channels",
+             f"- protected groups: {len(p['groups_skipped'])}"
+             + (" (" + ", ".join(f"{k}: {v}" for k, v in list(p["groups_skipped"].items())[:6])
+                + (", ..." if len(p["groups_skipped"]) > 6 else "") + ")" if p["groups_skipped"] else "")]
+    if p["bn_recalibration_images"]:
+        lines.append(f"- BatchNorm statistics re-estimated on {p['bn_recalibration_images']} calibration images")
+    return "## Pruning\n\n" + "\n".join(lines) + f"\n\nPer-layer widths: `{r['artifacts'].get('widths')}`."
+
+
+def _finetune(r: dict) -> str:
+    f = r["finetune"]
+    if not f["log"]:
+        return "## Fine-tuning\n\nNone (finetune.epochs = 0)."
+    rows = [[e["epoch"], e["lr"], e["train_loss"], e["train_accuracy"], e["val_accuracy"], e["seconds"]] for e in f["log"]]
+    return (f"## Fine-tuning\n\nBest epoch (by validation accuracy, never test): {f['best_epoch']}.\n\n"
+            + table(["epoch", "lr", "train loss", "train top-1 %", "val top-1 %", "seconds"], rows))
+
+
+def _artifacts(r: dict) -> str:
+    rows = [[name, f"`{path}`"] for name, path in r["artifacts"].items()]
+    parity = ", ".join(f"{k}: {v:.2e}" for k, v in r["parity"].items())
+    return "## Artifacts\n\n" + table(["artifact", "path (relative to the run folder)"], rows) + (
+        f"\n\nParity (max |PyTorch - onnxruntime| on logits): {parity}." if parity else "")
+
+
+def _timings(r: dict) -> str:
+    rows = [[k, v] for k, v in r["timings"].items()]
+    return "## Timings\n\n" + table(["stage", "seconds"], rows)

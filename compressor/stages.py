@@ -1,0 +1,238 @@
+"""The stages of a run. Each is a plain function that returns a small frozen result and writes only under
+its own subfolder of the run folder. ``pipeline.run`` calls them in order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from ._io import write_json
+from .recipe import Recipe
+
+
+# ------------------------------------------------------------------------------------------------ load
+@dataclass(frozen=True)
+class Inputs:
+    model: nn.Module  # the unpruned model, eval mode, on the run's device
+    input_shape: tuple[int, int, int]
+    loaders: object  # compressor.data.Loaders
+    checkpoint: object | None  # compressor.models.CheckpointInfo
+
+    @property
+    def summary(self) -> str:
+        l = self.loaders
+        return (f"{type(self.model).__name__} {tuple(self.input_shape)}, train {l.num_train} / val {l.num_val} / "
+                f"test {l.num_test} / calibration {l.num_calibration} images")
+
+
+def load_inputs(recipe: Recipe, device: torch.device) -> Inputs:
+    from .data import build_loaders
+    from .models import build_model, load_checkpoint
+
+    model, input_shape = build_model(recipe.model, recipe.data.num_classes)
+    info = None
+    if recipe.model.checkpoint is not None:
+        info = load_checkpoint(model, recipe.model.checkpoint, key=recipe.model.checkpoint_key,
+                               trust=recipe.model.trust_checkpoint, model_name=recipe.model.arch)
+    loaders = build_loaders(recipe.data, input_shape, recipe.seed)
+    return Inputs(model=model.to(device).eval(), input_shape=tuple(input_shape), loaders=loaders, checkpoint=info)
+
+
+# -------------------------------------------------------------------------------------------- export
+@dataclass(frozen=True)
+class OnnxArtifact:
+    path: Path
+    max_abs_diff: float
+    macs: int  # counted on the ONNX graph, per image
+    params: int
+    seconds: float
+
+
+def export_artifact(model: nn.Module, inputs: Inputs, path: Path, recipe: Recipe) -> OnnxArtifact | None:
+    """Export ``model`` (a CPU copy) to ONNX, check parity on real images, count MACs on the graph."""
+    if not recipe.export.onnx:
+        return None
+    import copy
+    import time
+
+    from .export import check_parity, export_onnx
+    from .profiling.macs import count_onnx
+
+    start = time.perf_counter()
+    cpu = copy.deepcopy(model).cpu().eval()
+    images = parity_images(inputs, recipe.export.parity_images)
+    export_onnx(cpu, images[:2], path, opset=recipe.export.opset)
+    diff = check_parity(cpu, path, images)
+    cost = count_onnx(path)
+    return OnnxArtifact(path=path, max_abs_diff=diff, macs=cost.macs, params=cost.params,
+                        seconds=time.perf_counter() - start)
+
+
+def parity_images(inputs: Inputs, count: int) -> torch.Tensor:
+    batches, total = [], 0
+    for images, _ in inputs.loaders.calibration:
+        batches.append(images)
+        total += images.shape[0]
+        if total >= count:
+            break
+    return torch.cat(batches)[:count].cpu()
+
+
+# ---------------------------------------------------------------------------------------------- baseline
+@dataclass(frozen=True)
+class Baseline:
+    test: object  # EvalResult
+    val: object
+    macs_torch: int
+    params_torch: int
+    onnx: OnnxArtifact | None
+
+    @property
+    def summary(self) -> str:
+        return f"top-1 {self.test.accuracy:.2f}% on {self.test.images} test images, {self.macs_torch / 1e6:.2f} M MACs"
+
+
+def baseline(recipe: Recipe, inputs: Inputs, folder: Path, device: torch.device) -> Baseline:
+    from .profiling.macs import count_torch
+    from .training import evaluate
+
+    test = evaluate(inputs.model, inputs.loaders.test, device, "baseline: test")
+    val = evaluate(inputs.model, inputs.loaders.val, device, "baseline: validation")
+    cost = count_torch(inputs.model.cpu(), inputs.input_shape)
+    inputs.model.to(device)
+    onnx = export_artifact(inputs.model, inputs, folder / "model.onnx", recipe)
+    result = Baseline(test=test, val=val, macs_torch=cost.macs, params_torch=cost.params, onnx=onnx)
+    write_json(folder / "metrics.json", {"test": vars(test), "val": vars(val), "macs_torch": cost.macs,
+                                         "params_torch": cost.params, "onnx": _artifact_json(onnx)})
+    return result
+
+
+# ----------------------------------------------------------------------------------------------- prune
+@dataclass(frozen=True)
+class Pruned:
+    surgery: object  # compressor.surgery.Surgery
+    retrain_free: object  # EvalResult on test, before fine-tuning
+    bn_images: int  # images used to re-estimate BatchNorm statistics (0: not done)
+
+    @property
+    def summary(self) -> str:
+        s = self.surgery
+        return (f"{len(s.groups)} groups pruned (global ratio {s.global_ratio:.3f}), MACs -{s.macs_reduction_pct:.1f}%, "
+                f"retrain-free top-1 {self.retrain_free.accuracy:.2f}%")
+
+
+def prune(recipe: Recipe, inputs: Inputs, model: nn.Module, folder: Path, device: torch.device) -> Pruned:
+    from .methods import CalibrationContext, build_method
+    from .surgery import prune as surgery_prune
+    from .training import evaluate, recalibrate_batchnorm
+
+    method = build_method(recipe.method, seed=recipe.seed)
+    if method.needs_calibration:
+        ctx = CalibrationContext(batches=lambda: inputs.loaders.calibration, device=device,
+                                 num_images=inputs.loaders.num_calibration, seed=recipe.seed)
+        method.calibrate(model, ctx)
+    model.cpu()
+    surgery = surgery_prune(model, inputs.input_shape, method, recipe.pruning)
+    model.to(device)
+    bn_images = 0
+    if recipe.pruning.bn_recalibration is not None:
+        loader = inputs.loaders.calibration_loader(recipe.pruning.bn_recalibration.images)
+        bn_images = recalibrate_batchnorm(model, loader, device)
+    retrain_free = evaluate(model, inputs.loaders.test, device, "pruned (before fine-tuning): test")
+    write_json(folder / "widths.json", list(surgery.widths))
+    write_json(folder / "groups.json", {"global_ratio": surgery.global_ratio, "search": list(surgery.search),
+                                        "pruned": [vars(g) for g in surgery.groups], "skipped": surgery.skipped})
+    return Pruned(surgery=surgery, retrain_free=retrain_free, bn_images=bn_images)
+
+
+# -------------------------------------------------------------------------------------------- finetune
+@dataclass(frozen=True)
+class Tuned:
+    result: object  # FinetuneResult
+    test: object  # EvalResult of the final model
+    val: object
+    files: dict  # "state_dict"/"history" -> path of the saved pruned model
+
+    @property
+    def summary(self) -> str:
+        best = f", best epoch {self.result.best_epoch}" if self.result.best_epoch else " (no fine-tuning)"
+        return f"top-1 {self.test.accuracy:.2f}% on test{best}"
+
+
+def finetune(recipe: Recipe, inputs: Inputs, model: nn.Module, history: list, folder: Path,
+             device: torch.device) -> Tuned:
+    """Fine-tune, evaluate, and save the final pruned model (state_dict + history) under ``folder``."""
+    from .training import evaluate
+    from .training import finetune as train
+
+    result = train(model, inputs.loaders.train, inputs.loaders.val, recipe.finetune, device)
+    test = evaluate(model, inputs.loaders.test, device, "pruned: test")
+    val = evaluate(model, inputs.loaders.val, device, "pruned: validation")
+    write_json(folder / "finetune.json", {"best_epoch": result.best_epoch, "best_val_accuracy": result.best_val_accuracy,
+                                          "epochs": [vars(e) for e in result.epochs]})
+    files = save_model(recipe, inputs, model, history, folder)
+    return Tuned(result=result, test=test, val=val, files=files)
+
+
+def save_model(recipe: Recipe, inputs: Inputs, model: nn.Module, history: list, folder: Path) -> dict[str, Path]:
+    from .surgery import save_pruned
+
+    config = recipe.model.model_dump(mode="json", exclude={"checkpoint", "checkpoint_key", "trust_checkpoint"})
+    return save_pruned(folder, model, history, config, recipe.data.num_classes, inputs.input_shape)
+
+
+# ---------------------------------------------------------------------------------------------- export
+@dataclass(frozen=True)
+class Exported:
+    onnx: OnnxArtifact | None
+    macs_torch: int
+    params_torch: int
+
+    @property
+    def summary(self) -> str:
+        if self.onnx is None:
+            return "ONNX export disabled"
+        return f"{self.onnx.path.name}: parity {self.onnx.max_abs_diff:.2e}, {self.onnx.macs / 1e6:.2f} M MACs on ONNX"
+
+
+def export(recipe: Recipe, inputs: Inputs, model: nn.Module, folder: Path) -> Exported:
+    from .profiling.macs import count_torch
+
+    cost = count_torch(model.cpu(), inputs.input_shape)
+    onnx = export_artifact(model, inputs, folder / "model.onnx", recipe)
+    return Exported(onnx=onnx, macs_torch=cost.macs, params_torch=cost.params)
+
+
+# --------------------------------------------------------------------------------------------- profile
+@dataclass(frozen=True)
+class Profiled:
+    stats: tuple  # LatencyStats
+    ratios: tuple  # dicts from latency_ratios
+
+    @property
+    def summary(self) -> str:
+        parts = [f"batch {r['batch']}: {r['speedup']:.2f}x" for r in self.ratios]
+        return "speedup " + ", ".join(parts) if parts else "skipped"
+
+
+def profile(recipe: Recipe, baseline_result: Baseline, exported: Exported, folder: Path) -> Profiled:
+    cfg = recipe.profile
+    if not cfg.enabled or baseline_result.onnx is None or exported.onnx is None:
+        return Profiled(stats=(), ratios=())
+    from .profiling.latency import latency_ratios, profile_onnxruntime
+
+    artifacts = {"baseline_onnx": baseline_result.onnx.path, "pruned_onnx": exported.onnx.path}
+    stats = profile_onnxruntime(artifacts, cfg.batch_sizes, cfg.threads, cfg.warmup, cfg.iterations, cfg.repeats)
+    ratios = latency_ratios(stats, reference="baseline_onnx")
+    write_json(folder / "latency.json", {"stats": [s.to_json() for s in stats], "ratios": ratios})
+    return Profiled(stats=tuple(stats), ratios=tuple(ratios))
+
+
+def _artifact_json(artifact: OnnxArtifact | None) -> dict | None:
+    if artifact is None:
+        return None
+    return {"path": artifact.path.name, "max_abs_diff": artifact.max_abs_diff, "macs": artifact.macs,
+            "params": artifact.params, "seconds": round(artifact.seconds, 3)}

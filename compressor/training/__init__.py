@@ -1,0 +1,8 @@
+"""Fine-tuning, evaluation and BatchNorm re-estimation."""
+
+from .bn import recalibrate_batchnorm
+from .evaluate import EvalResult, evaluate
+from .finetune import EpochLog, FinetuneResult, build_optimizer, finetune, lr_factor
+
+__all__ = ["EpochLog", "EvalResult", "FinetuneResult", "build_optimizer", "evaluate", "finetune", "lr_factor",
+           "recalibrate_batchnorm"]
