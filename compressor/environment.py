@@ -22,18 +22,29 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def cpu_count() -> int:
+def available_cores() -> int:
+    """CPU cores this process may run on (affinity / cgroup cpuset aware where the OS says)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def cpu_name() -> str:
     try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
 
 
 def resolve_device(name: str):
     """``auto`` is CUDA when available, else CPU; asking for CUDA without one is a recipe error."""
     import torch
 
-    torch.set_num_threads(cpu_count())
+    torch.set_num_threads(available_cores())
     if name == "cuda" and not torch.cuda.is_available():
         raise RecipeError("device: cuda requested but torch sees no CUDA device; use device: auto or cpu")
     if name == "auto":
@@ -41,16 +52,28 @@ def resolve_device(name: str):
     return torch.device(name)
 
 
-def prepare_run_dir(out: Path, overwrite: bool) -> Path:
-    """Create the run folder; refuse to mix a new run into an earlier one unless ``overwrite``."""
+def check_run_dir(out: Path, overwrite: bool) -> None:
+    """Refuse an unusable run folder before any work is done (nothing is created here)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise OutputDirError(f"--out {out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise OutputDirError(f"--out {out}: folder exists and is not empty; choose another --out or pass --overwrite")
-        for stale in ("report.json", "report.md", "status.json"):
-            (out / stale).unlink(missing_ok=True)
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise OutputDirError(f"--out {out}: folder exists and is not empty; choose another --out or pass --overwrite")
+    ancestor = out
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise OutputDirError(f"--out {out}: {ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise OutputDirError(f"--out {out}: no permission to write in {ancestor}; choose a writable folder")
+
+
+def prepare_run_dir(out: Path, overwrite: bool) -> Path:
+    """Create the run folder (after :func:`check_run_dir`); with ``overwrite``, drop an earlier run's markers."""
+    out = Path(out)
+    check_run_dir(out, overwrite)
+    for stale in ("report.json", "report.md", "status.json"):
+        (out / stale).unlink(missing_ok=True)
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"
@@ -63,9 +86,7 @@ def prepare_run_dir(out: Path, overwrite: bool) -> Path:
 
 def describe(device, recipe_path: Path | None) -> dict:
     """Versions and machine facts written to ``env.json``."""
-    import numpy
     import torch
-    import torch_pruning
 
     info = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -73,27 +94,27 @@ def describe(device, recipe_path: Path | None) -> dict:
         "recipe_path": str(recipe_path) if recipe_path else None,
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "cpu": platform.processor() or platform.machine(),
-        "cpu_cores_available": cpu_count(),
+        "cpu": cpu_name(),
+        "cpu_cores_available": available_cores(),
         "device": str(device),
         "cuda_device": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
-        "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
-        "torch_pruning": getattr(torch_pruning, "__version__", "?") + " (1.6.1 misreports itself as 1.6.0)",
-        "numpy": numpy.__version__,
         "compressor": _compressor_version(),
+        "packages": package_versions(),
     }
-    info.update(_optional_versions())
     return info
 
 
-def _optional_versions() -> dict:
+def package_versions() -> dict:
+    """Installed versions from package metadata (torch-pruning 1.6.1's ``__version__`` says 1.6.0)."""
+    from importlib import metadata
+
     found = {}
-    for name in ("onnx", "onnxruntime", "onnxscript", "tensorrt"):
+    for name in ("torch", "torch-pruning", "numpy", "onnx", "onnxscript", "onnxruntime", "onnxruntime-gpu",
+                 "tensorrt", "pydantic", "typer"):
         try:
-            module = __import__(name)
-            found[name] = getattr(module, "__version__", "?")
-        except ImportError:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
             found[name] = None
     return found
 

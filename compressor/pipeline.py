@@ -32,6 +32,7 @@ def run(recipe: Recipe, out_dir: Path, recipe_path: Path | None = None, overwrit
     from . import stages
 
     timings: dict[str, float] = {}
+    environment.check_run_dir(out_dir, overwrite)
     environment.seed_everything(recipe.seed)
     device = environment.resolve_device(recipe.device)
     with stage("load") as t:
@@ -63,7 +64,7 @@ def _stages(recipe: Recipe, inputs, out: Path, device: torch.device, timings: di
     baseline = timed("baseline", stages.baseline, recipe, inputs, out / "baseline", device)
     model = copy.deepcopy(inputs.model)
     pruned = timed("prune", stages.prune, recipe, inputs, model, out / "pruned", device)
-    tuned = timed("finetune", stages.finetune, recipe, inputs, model, pruned.surgery.history, out / "pruned", device)
+    tuned = timed("finetune", stages.finetune, recipe, inputs, model, pruned, out / "pruned", device)
     exported = timed("export", stages.export, recipe, inputs, model, out / "export")
     profiled = timed("profile", stages.profile, recipe, baseline, exported, out / "profile")
     gates = evaluate_gates(recipe.gates, recipe.export, baseline, tuned, exported, profiled)

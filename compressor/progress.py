@@ -74,8 +74,9 @@ class StatusBar:
 
 @contextmanager
 def stage(name: str) -> Iterator[dict]:
-    """Log the start and the duration of a pipeline stage; yields a dict that receives ``seconds``."""
-    log(f"[{name}] ...")
+    """Log the start (not in CI) and the duration of a pipeline stage; yields a dict that receives ``seconds``."""
+    if not quiet():
+        log(f"[{name}] ...")
     timing: dict = {}
     start = time.perf_counter()
     try:

@@ -23,9 +23,9 @@ class Inputs:
 
     @property
     def summary(self) -> str:
-        l = self.loaders
-        return (f"{type(self.model).__name__} {tuple(self.input_shape)}, train {l.num_train} / val {l.num_val} / "
-                f"test {l.num_test} / calibration {l.num_calibration} images")
+        data = self.loaders
+        return (f"{type(self.model).__name__} {tuple(self.input_shape)}, train {data.num_train} / val {data.num_val} / "
+                f"test {data.num_test} / calibration {data.num_calibration} images")
 
 
 def load_inputs(recipe: Recipe, device: torch.device) -> Inputs:
@@ -37,8 +37,18 @@ def load_inputs(recipe: Recipe, device: torch.device) -> Inputs:
     if recipe.model.checkpoint is not None:
         info = load_checkpoint(model, recipe.model.checkpoint, key=recipe.model.checkpoint_key,
                                trust=recipe.model.trust_checkpoint, model_name=recipe.model.arch)
+    check_selectors(model, recipe)
     loaders = build_loaders(recipe.data, input_shape, recipe.seed)
     return Inputs(model=model.to(device).eval(), input_shape=tuple(input_shape), loaders=loaders, checkpoint=info)
+
+
+def check_selectors(model: nn.Module, recipe: Recipe) -> None:
+    """Every ``pruning.ignore`` / ``pruning.layers`` pattern must name a layer: fail before any work is done."""
+    from .surgery.graph import select_layers
+
+    select_layers(model, recipe.pruning.ignore, "pruning.ignore")
+    for i, rule in enumerate(recipe.pruning.layers):
+        select_layers(model, [rule.match], f"pruning.layers[{i}].match")
 
 
 # -------------------------------------------------------------------------------------------- export
@@ -162,18 +172,21 @@ class Tuned:
         return f"top-1 {self.test.accuracy:.2f}% on test{best}"
 
 
-def finetune(recipe: Recipe, inputs: Inputs, model: nn.Module, history: list, folder: Path,
+def finetune(recipe: Recipe, inputs: Inputs, model: nn.Module, pruned: Pruned, folder: Path,
              device: torch.device) -> Tuned:
     """Fine-tune, evaluate, and save the final pruned model (state_dict + history) under ``folder``."""
     from .training import evaluate
     from .training import finetune as train
 
     result = train(model, inputs.loaders.train, inputs.loaders.val, recipe.finetune, device)
-    test = evaluate(model, inputs.loaders.test, device, "pruned: test")
+    if result.best_epoch is None:  # unchanged since the retrain-free evaluation
+        test = pruned.retrain_free
+    else:
+        test = evaluate(model, inputs.loaders.test, device, "pruned: test")
     val = evaluate(model, inputs.loaders.val, device, "pruned: validation")
     write_json(folder / "finetune.json", {"best_epoch": result.best_epoch, "best_val_accuracy": result.best_val_accuracy,
                                           "epochs": [vars(e) for e in result.epochs]})
-    files = save_model(recipe, inputs, model, history, folder)
+    files = save_model(recipe, inputs, model, pruned.surgery.history, folder)
     return Tuned(result=result, test=test, val=val, files=files)
 
 

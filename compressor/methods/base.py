@@ -55,7 +55,7 @@ class PruningMethod(ABC):
         self.options = options
         self.seed = seed
 
-    def calibrate(self, model: "torch.nn.Module", ctx: CalibrationContext) -> None:
+    def calibrate(self, model: "torch.nn.Module", ctx: CalibrationContext) -> None:  # noqa: B027 (optional hook)
         """Collect statistics on calibration data. The default method needs none."""
 
     @abstractmethod

@@ -236,7 +236,7 @@ def _register_zoo() -> None:
     for depth in (16, 19):
         register_model(f"vgg{depth}_bn", getattr(vgg, f"vgg{depth}_bn"), input_shape=CIFAR_SHAPE,
                        description=f"CIFAR VGG-{depth} with BatchNorm, global pool + one linear layer",
-                       checkpoint_layout="kuangliu/pytorch-cifar VGG('VGG%d')" % depth)
+                       checkpoint_layout=f"kuangliu/pytorch-cifar VGG('VGG{depth}')")
     for depth in (18, 34, 50):
         register_model(f"resnet{depth}", getattr(resnet, f"resnet{depth}"), input_shape=IMAGENET_SHAPE,
                        description=f"ImageNet ResNet-{depth}" + (" v1.5 (Bottleneck)" if depth == 50 else ""),

@@ -7,9 +7,8 @@ Importing this package does not import torch, onnx or onnxruntime.
 
 from __future__ import annotations
 
-from .latency import (BACKEND, LatencyStats, ProfilingError, available_cores, latency_ratios,
-                      profile_onnxruntime)
+from .latency import BACKEND, LatencyStats, ProfilingError, latency_ratios, profile_onnxruntime
 from .macs import COUNTED_OPS, Cost, LayerCost, count_onnx, count_torch
 
-__all__ = ["BACKEND", "COUNTED_OPS", "Cost", "LatencyStats", "LayerCost", "ProfilingError", "available_cores",
+__all__ = ["BACKEND", "COUNTED_OPS", "Cost", "LatencyStats", "LayerCost", "ProfilingError",
            "count_onnx", "count_torch", "latency_ratios", "profile_onnxruntime"]

@@ -15,7 +15,6 @@ progress bar (hidden when ``compressor.progress.quiet()``) repaints only between
 from __future__ import annotations
 
 import gc
-import os
 import platform
 import statistics
 import time
@@ -24,7 +23,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..errors import ProfilingError, did_you_mean
+from ..environment import available_cores, cpu_name
+from ..errors import ExportError, MissingDependencyError, ProfilingError, did_you_mean
 from ..export.onnx import onnx_input_shape
 from ..progress import quiet, track
 
@@ -104,13 +104,6 @@ def latency_ratios(stats: list[LatencyStats], reference: str) -> list[dict]:
                      "speedup": 1.0 / ratio if ratio > 0 else float("inf"),
                      "spread": (max(per_round) - min(per_round)) / ratio if ratio > 0 else 0.0})
     return rows
-
-
-def available_cores() -> int:
-    """CPU cores this process may run on (affinity / cgroup cpuset aware where the OS says)."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
 
 
 # ------------------------------------------------------------------------------------------ internals
@@ -207,16 +200,7 @@ def _gc_paused() -> Iterator[None]:
 def _versions(session) -> dict:
     import onnxruntime as ort
 
-    return {"onnxruntime": ort.__version__, "providers": list(session.get_providers()), "cpu": _cpu_name(),
+    return {"onnxruntime": ort.__version__, "providers": list(session.get_providers()), "cpu": cpu_name(),
             "cores_available": available_cores(), "python": platform.python_version()}
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"

@@ -89,7 +89,16 @@ def _pruning(r: dict) -> str:
                 + (", ..." if len(p["groups_skipped"]) > 6 else "") + ")" if p["groups_skipped"] else "")]
     if p["bn_recalibration_images"]:
         lines.append(f"- BatchNorm statistics re-estimated on {p['bn_recalibration_images']} calibration images")
-    return "## Pruning\n\n" + "\n".join(lines) + f"\n\nPer-layer widths: `{r['artifacts'].get('widths')}`."
+    return "## Pruning\n\n" + "\n".join(lines) + "\n\n" + _widths(r)
+
+
+def _widths(r: dict) -> str:
+    rows = [[w["layer"], w["type"], f"{w['in_before']} -> {w['in_after']}", f"{w['out_before']} -> {w['out_after']}"]
+            for w in r.get("widths", [])]
+    if not rows:
+        return f"Per-layer widths: `{r['artifacts'].get('widths')}`."
+    return ("<details><summary>Per-layer widths (channels in and out, before -> after)</summary>\n\n"
+            + table(["layer", "type", "in", "out"], rows) + "\n\n</details>")
 
 
 def _finetune(r: dict) -> str:

@@ -32,6 +32,7 @@ def build_report(recipe: Recipe, recipe_path, out: Path, inputs, baseline, prune
         "reduction": {"macs_pct": _r(macs_pct), "params_pct": _r(100 * (1 - new_cost["params"] / base_cost["params"])),
                       "counted_on": macs_source},
         "pruning": _pruning_section(recipe, pruned),
+        "widths": list(pruned.surgery.widths),
         "finetune": {"epochs": recipe.finetune.epochs, "best_epoch": tuned.result.best_epoch,
                      "log": [vars(e) for e in tuned.result.epochs]},
         "artifacts": _artifacts(out, baseline, tuned, exported, profiled),

@@ -156,11 +156,12 @@ def select_layers(model: nn.Module, patterns: Iterable[str], field: str) -> dict
     """Resolve name patterns (glob, or regex after 're:') to conv/linear layer names; each must match something."""
     layers = [n for n, m in model.named_modules() if isinstance(m, PARAM_LAYERS)]
     matched = {}
+    patterns = list(patterns)
     for i, pattern in enumerate(patterns):
-        hits = [n for n in layers if match_name(pattern, n, f"{field}[{i}]")]
+        where = f"{field}[{i}]" if len(patterns) > 1 or not field.endswith(".match") else field
+        hits = [n for n in layers if match_name(pattern, n, where)]
         if not hits:
-            raise SurgeryError(f"{field}[{i}]: {pattern!r} matches no conv/linear layer"
-                               + did_you_mean(pattern, layers, limit=6))
+            raise SurgeryError(f"{where}: {pattern!r} matches no conv/linear layer" + did_you_mean(pattern, layers, limit=6))
         matched[pattern] = hits
     return matched
 

@@ -14,8 +14,8 @@ from compressor.data import build_loaders
 from compressor.data.synthetic import open_synthetic
 from compressor.errors import DataError
 
-from .conftest import encode, image_files, synthetic_config, write_cifar10, write_npz, write_tree, write_zip
 from .conftest import data_config as _data_config
+from .conftest import encode, image_files, synthetic_config, write_cifar10, write_npz, write_tree, write_zip
 
 SHAPE = (3, 32, 32)
 

@@ -7,9 +7,10 @@ import json
 import pytest
 import torch
 
+from compressor.environment import available_cores
 from compressor.export import export_onnx
 from compressor.profiling import LatencyStats, ProfilingError, latency_ratios, profile_onnxruntime
-from compressor.profiling.latency import _schedule, available_cores
+from compressor.profiling.latency import _schedule
 
 from ..export.nets import PlainNet, SingleConv
 

@@ -1,0 +1,99 @@
+"""The ``compress`` CLI end to end on the (shrunk) quickstart, and its exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from compressor.cli import app
+from compressor.surgery import load_pruned
+
+REPO = Path(__file__).resolve().parents[2]
+QUICKSTART = REPO / "recipes" / "quickstart.yaml"
+SMALL = ["data.train.num_images=1500", "data.test.num_images=300", "data.val_split=200", "data.calibration_images=64",
+         "finetune.epochs=2", "data.batch_size=32", "profile.batch_sizes=[1, 4]", "profile.iterations=4", "profile.repeats=2",
+         "profile.warmup=1", "export.parity_images=8"]
+REPORT_KEYS = {"schema_version", "recipe", "method", "baseline", "pruned", "reduction", "artifacts", "parity",
+               "latency", "gates", "timings"}
+
+
+def invoke(*args: str, overrides=SMALL):
+    sets = [x for o in overrides for x in ("--set", o)]
+    return CliRunner().invoke(app, [*args, *sets], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def quickstart_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "quickstart"
+    result = invoke("run", str(QUICKSTART), "--out", str(out))
+    return result, out
+
+
+def test_run_exits_zero_and_writes_the_contract(quickstart_run):
+    result, out = quickstart_run
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert REPORT_KEYS <= set(report)
+    for side in ("baseline", "pruned"):
+        assert {"accuracy", "macs", "params"} <= set(report[side]) and 0 <= report[side]["accuracy"] <= 100
+    assert {"macs_pct", "params_pct"} <= set(report["reduction"])
+    assert abs(report["reduction"]["macs_pct"] - 50) <= 1.5  # counted on ONNX; the search used torch (same rule)
+    for path in report["artifacts"].values():
+        assert (out / path).is_file(), path
+    rows = {(r["artifact"], r["batch"]) for r in report["latency"]}
+    assert rows == {(a, b) for a in ("baseline_onnx", "pruned_onnx") for b in (1, 4)}
+    assert all(r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"] for r in report["latency"])
+    assert {g["name"] for g in report["gates"]} >= {"parity:baseline", "parity:pruned", "max_accuracy_drop"}
+    assert report["passed"] is True
+    assert (out / "recipe.resolved.yaml").is_file() and (out / "env.json").is_file()
+    assert json.loads((out / "status.json").read_text())["status"] == "complete"
+    text = (out / "report.md").read_text()
+    assert "## Results" in text and "## Gates" in text and "## Latency" in text
+
+
+def test_pruned_model_reloads_and_matches_its_onnx(quickstart_run):
+    _, out = quickstart_run
+    model = load_pruned(out)
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        expected = model(x).numpy()
+    session = ort.InferenceSession(str(out / "export" / "model.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    assert np.abs(got - expected).max() < 1e-4
+
+
+def test_failed_gate_exits_one_with_a_complete_report(tmp_path):
+    out = tmp_path / "run"
+    result = invoke("run", str(QUICKSTART), "--out", str(out),
+                    overrides=SMALL + ["gates.min_macs_reduction_pct=80", "profile.enabled=false"])
+    assert result.exit_code == 1, result.output
+    report = json.loads((out / "report.json").read_text())
+    failed = [g["name"] for g in report["gates"] if not g["passed"]]
+    assert failed == ["min_macs_reduction_pct"] and report["passed"] is False
+    assert "FAIL" in result.output
+
+
+def test_listing_commands():
+    methods = invoke("methods", overrides=[])
+    assert methods.exit_code == 0 and all(m in methods.output for m in ("l1", "l2", "fpgm", "random"))
+    models = invoke("models", overrides=[])
+    assert models.exit_code == 0 and "resnet56" in models.output and "mobilenet_v2" in models.output
+    schema = invoke("schema", overrides=[])
+    assert schema.exit_code == 0 and json.loads(schema.output)["title"] == "compressor recipe"
+
+
+def test_validate_ok_and_lists_all_errors(tmp_path):
+    ok = invoke("validate", str(QUICKSTART), overrides=[])
+    assert ok.exit_code == 0 and ok.output.startswith("ok:")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(QUICKSTART.read_text().replace("epochs: 2", "epochs: -1").replace("lr: 0.02", "lr: fast"))
+    result = invoke("validate", str(bad), overrides=[])
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(lines) == 2 and "finetune.epochs" in result.output and "finetune.lr" in result.output
