@@ -1,0 +1,70 @@
+"""Gates: each limit compared with the right measured value; parity is always a gate."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace as NS
+
+from compressor.recipe import ExportConfig, GatesConfig
+from compressor.report import evaluate_gates, render_markdown
+
+
+def results(pruned_acc=88.5, parity=1e-6, p50=2.0):
+    baseline = NS(test=NS(accuracy=90.0, images=100), onnx=NS(macs=100, max_abs_diff=1e-6), macs_torch=101)
+    tuned = NS(test=NS(accuracy=pruned_acc, images=100))
+    exported = NS(onnx=NS(macs=40, max_abs_diff=parity), macs_torch=41)
+    stats = NS(artifact="pruned_onnx", backend="onnxruntime-cpu", batch=1, p50_ms=p50, repeats=3, iterations=10,
+               threads=1, round_p50_ms=(1.9, 2.0, 2.1))
+    return baseline, tuned, exported, NS(stats=(stats,))
+
+
+def by_name(rows):
+    return {r["name"]: r for r in rows}
+
+
+def test_all_gates_pass():
+    cfg = GatesConfig(max_accuracy_drop=2.0, min_macs_reduction_pct=55,
+                      max_latency_ms=[{"batch": 1, "p50_ms": 2.5}])
+    rows = by_name(evaluate_gates(cfg, ExportConfig(), *results()))
+    assert rows["max_accuracy_drop"]["value"] == 1.5 and rows["max_accuracy_drop"]["passed"]
+    assert rows["min_macs_reduction_pct"]["value"] == 60.0 and "ONNX" in rows["min_macs_reduction_pct"]["detail"]
+    latency = rows["max_latency_ms[onnxruntime-cpu, batch 1]"]
+    assert latency["value"] == 2.0 and latency["passed"] and "spread 10.0%" in latency["detail"]
+    assert rows["parity:baseline"]["passed"] and rows["parity:pruned"]["passed"]
+
+
+def test_each_gate_fails_on_its_own_value():
+    cfg = GatesConfig(max_accuracy_drop=1.0, min_macs_reduction_pct=70, max_latency_ms=[{"batch": 1, "p50_ms": 1.5}])
+    rows = by_name(evaluate_gates(cfg, ExportConfig(parity_tolerance=1e-4), *results(parity=1e-3)))
+    assert not rows["max_accuracy_drop"]["passed"]
+    assert not rows["min_macs_reduction_pct"]["passed"]
+    assert not rows["max_latency_ms[onnxruntime-cpu, batch 1]"]["passed"]
+    assert not rows["parity:pruned"]["passed"] and rows["parity:baseline"]["passed"]
+
+
+def test_unmeasured_latency_gate_fails():
+    baseline, tuned, exported, _ = results()
+    cfg = GatesConfig(max_latency_ms=[{"batch": 32, "p50_ms": 5}])
+    row = by_name(evaluate_gates(cfg, ExportConfig(), baseline, tuned, exported, NS(stats=())))
+    assert row["max_latency_ms[onnxruntime-cpu, batch 32]"]["passed"] is False
+    assert row["max_latency_ms[onnxruntime-cpu, batch 32]"]["value"] is None
+
+
+def test_markdown_shows_verdict_gates_and_widths():
+    report = {
+        "passed": False, "recipe": {"name": "r", "seed": 0}, "method": {"name": "l1", "options": {"name": "l1"}},
+        "model": {"arch": "resnet20", "input_shape": [3, 32, 32]},
+        "baseline": {"accuracy": 90.0, "val_accuracy": 89.0, "macs": 4e7, "params": 2.7e5, "split": "test", "images": 10},
+        "pruned": {"accuracy": 85.0, "val_accuracy": 84.0, "accuracy_before_finetune": 50.0, "macs": 2e7, "params": 1.5e5},
+        "reduction": {"macs_pct": 50.0, "params_pct": 44.4, "counted_on": "the exported ONNX graphs"},
+        "counting": "MACs: ...", "gates": [{"name": "max_accuracy_drop", "limit": 1.0, "value": 5.0, "passed": False,
+                                            "detail": "d"}],
+        "latency": [], "latency_ratios": [],
+        "pruning": {"residual": "internal", "global_ratio": 0.5, "target_macs_reduction_pct": None, "search_trials": 0,
+                    "groups_pruned": 9, "channels_before": 100, "channels_after": 50, "groups_skipped": {},
+                    "bn_recalibration_images": 0},
+        "widths": [{"layer": "layer1.0.conv1", "type": "Conv2d", "in_before": 16, "in_after": 16,
+                    "out_before": 16, "out_after": 8}],
+        "finetune": {"log": [], "best_epoch": None}, "artifacts": {}, "parity": {}, "timings": {"load": 1.0},
+    }
+    text = render_markdown(report)
+    assert "(FAILED)" in text and "**FAIL**" in text and "16 -> 8" in text and "-5.00" in text
