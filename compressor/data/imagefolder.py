@@ -27,7 +27,8 @@ from ..errors import DataError
 from .base import ImageSource, describe
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-CACHE_MAX_SIDE = 64
+CACHE_MAX_SIDE = 64  # only small images are cached (decoding a 32x32 JPEG costs about as much as copying it)
+CACHE_MAX_BYTES = 256 * 2**20  # per process: every DataLoader worker holds its own cache
 _MODES = {1: "L", 3: "RGB", 4: "RGBA"}
 _READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, RuntimeError, NotImplementedError)
 
@@ -41,11 +42,13 @@ def open_imagefolder(path: Path, field: str, channels: int) -> ImageFolderSource
     if not path.exists():
         raise DataError(f"{field}.path: {path} does not exist; point it at a folder or .zip of <class>/<image> files")
     if path.is_dir():
-        names, archive = _list_dir(path, field), None
+        (names, folders), archive = _list_dir(path, field), None
     else:
         archive = _open_zip(path, field)
         names = _zip_names(archive, path, field)
+        folders = [info.filename.rstrip("/") for info in archive.infolist() if info.is_dir()]
     classes, members, labels = _index(names, path, field)
+    _check_no_empty_classes(folders, classes, members, path, field)
     source = ImageFolderSource(field, path, classes, members, labels, _MODES[channels])
     source.adopt(archive)
     return source
@@ -62,6 +65,7 @@ class ImageFolderSource(ImageSource):
         self.mode = mode
         self.is_zip = not path.is_dir()
         self._cache: dict[int, np.ndarray] = {}
+        self._cache_bytes = 0
         self._zip: zipfile.ZipFile | None = None
         self._zip_pid = -1
 
@@ -74,8 +78,10 @@ class ImageFolderSource(ImageSource):
         if cached is not None:
             return cached
         image = self._decode(self.members[index])
-        if image.shape[1] <= CACHE_MAX_SIDE and image.shape[2] <= CACHE_MAX_SIDE:
+        small = image.shape[1] <= CACHE_MAX_SIDE and image.shape[2] <= CACHE_MAX_SIDE
+        if small and self._cache_bytes + image.nbytes <= CACHE_MAX_BYTES:
             self._cache[index] = image
+            self._cache_bytes += image.nbytes
         return image
 
     def adopt(self, archive: zipfile.ZipFile | None) -> None:
@@ -85,6 +91,7 @@ class ImageFolderSource(ImageSource):
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         state["_zip"], state["_zip_pid"] = None, -1  # a handle never crosses processes
+        state["_cache"], state["_cache_bytes"] = {}, 0  # nor does the cache (spawned workers start empty)
         return state
 
     def _decode(self, member: str) -> np.ndarray:
@@ -93,7 +100,7 @@ class ImageFolderSource(ImageSource):
         try:
             raw = self._read_bytes(member)
             with Image.open(io.BytesIO(raw)) as img:
-                array = np.asarray(img.convert(self.mode))
+                array = np.asarray(_to_8bit(img).convert(self.mode))
         except (*_READ_ERRORS, Image.DecompressionBombError) as exc:
             reason = "not a readable image" if isinstance(exc, UnidentifiedImageError) else describe(exc)
             raise DataError(f"{self.field}: cannot read image '{member}' in {self.path} ({reason}); "
@@ -111,17 +118,32 @@ class ImageFolderSource(ImageSource):
         return self._zip.read(member)
 
 
+def _to_8bit(img):
+    """PIL clips 16-bit and 32-bit integer images to 255 when converting to RGB/L: scale them instead."""
+    from PIL import Image
+
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(img).astype(np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or array.max() <= 65535 else float(array.max())
+        return Image.fromarray(np.clip(np.round(array * (255.0 / top)), 0, 255).astype(np.uint8))
+    if img.mode == "F":
+        raise OSError("32-bit float images are not supported; convert them to 8-bit PNG or JPEG")
+    return img
+
+
 # ------------------------------------------------------------------------------------------- listing
-def _list_dir(root: Path, field: str) -> list[str]:
-    names = []
+def _list_dir(root: Path, field: str) -> tuple[list[str], list[str]]:
+    """Files and folders under ``root``, as relative posix paths."""
+    names, folders = [], []
     for folder, dirs, files in os.walk(root, followlinks=True):
         dirs[:] = [d for d in dirs if not _hidden(d)]
         rel = Path(os.path.relpath(folder, root)).as_posix()
         prefix = "" if rel == "." else rel + "/"
         names.extend(prefix + name for name in files)
+        folders.extend(prefix + name for name in dirs)
     if not names:
         raise DataError(f"{field}.path: folder {root} is empty; put the images in <class>/<image> folders under it")
-    return names
+    return names, folders
 
 
 def _open_zip(path: Path, field: str) -> zipfile.ZipFile:
@@ -176,6 +198,18 @@ def _index(names: list[str], path: Path, field: str) -> tuple[tuple[str, ...], l
     labels = np.array([lookup[posixpath.basename(posixpath.dirname(n))] for n in images], dtype=np.int64)
     order = np.argsort(labels, kind="stable")
     return classes, [images[i] for i in order], labels[order]
+
+
+def _check_no_empty_classes(folders: list[str], classes: tuple[str, ...], members: list[str], path: Path,
+                            field: str) -> None:
+    """A class folder without images would silently shift every later class index (torchvision refuses it too)."""
+    root = posixpath.dirname(posixpath.dirname(members[0]))
+    siblings = {posixpath.basename(f) for f in folders if posixpath.dirname(f) == root and not _hidden(posixpath.basename(f))}
+    empty = sorted(siblings - set(classes))
+    if empty:
+        where = [posixpath.join(root, e) for e in empty]
+        raise DataError(f"{field}.path: class folder(s) {_show(where)} in {path} hold no images; add images or remove "
+                        "the folder(s), otherwise the class indices of the other folders shift")
 
 
 def _show(items: list[str], limit: int = 3) -> str:

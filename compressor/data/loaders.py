@@ -157,7 +157,11 @@ def open_source(src, field: str, split: str, channels: int, num_classes: int) ->
 def _geometry(cfg: DataConfig, input_shape: tuple[int, int, int]) -> tuple[int, tuple[int, int]]:
     """Channels and (H, W) the network sees; the normalisation must have one value per channel."""
     channels = int(input_shape[0])
-    size = (cfg.image_size, cfg.image_size) if cfg.image_size else (int(input_shape[1]), int(input_shape[2]))
+    size = (int(input_shape[1]), int(input_shape[2]))
+    if cfg.image_size is not None and (cfg.image_size, cfg.image_size) != size:
+        raise DataError(f"data.image_size: {cfg.image_size} differs from the model's input {size[0]}x{size[1]} "
+                        f"(model.input_shape {tuple(input_shape)}), which is what gets pruned, counted and exported; "
+                        f"set model.input_shape: [{channels}, {cfg.image_size}, {cfg.image_size}] or drop data.image_size")
     if len(cfg.normalize.mean) != channels:
         raise DataError(f"data.normalize: mean and std have {len(cfg.normalize.mean)} values but the model input "
                         f"has {channels} channels (input shape {tuple(input_shape)}); give one value per channel")
@@ -242,9 +246,12 @@ class _OneLineErrors:
 
 def _loader(dataset: ImageDataset, batch_size: int, workers: int,
             shuffle: torch.Generator | None = None) -> DataLoader:
+    """A training loader (``shuffle`` given) drops a last batch of a single image: BatchNorm cannot train on
+    it (e.g. 1x1 maps in an ImageNet network fed 32x32 images)."""
+    lone_last = shuffle is not None and len(dataset) > batch_size and len(dataset) % batch_size == 1
     return _Loader(dataset, batch_size=batch_size, shuffle=shuffle is not None, generator=shuffle,
-                      drop_last=False, num_workers=workers, persistent_workers=workers > 0,
-                      worker_init_fn=_seed_worker if workers > 0 else None)
+                   drop_last=lone_last, num_workers=workers, persistent_workers=workers > 0,
+                   worker_init_fn=_seed_worker if workers > 0 else None)
 
 
 def _seed_worker(worker_id: int) -> None:

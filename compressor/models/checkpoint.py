@@ -71,7 +71,8 @@ def _read(path: Path, trust: bool) -> Any:
     if path.stat().st_size == 0:
         raise CheckpointError(f"model.checkpoint: {path} is empty (0 bytes); re-download or re-save it")
     try:
-        return torch.load(path, map_location="cpu", weights_only=not trust)
+        with torch.serialization.safe_globals(_numpy_scalar_globals()):
+            return torch.load(path, map_location="cpu", weights_only=not trust)
     except pickle.UnpicklingError as exc:
         refused = None if trust else _refused_global(exc)
         if refused is not None:
@@ -89,6 +90,17 @@ def _read(path: Path, trust: bool) -> Any:
             "the weights as a plain state_dict") from exc
     except Exception as exc:  # any other failure means the file is not a loadable torch checkpoint
         raise _unreadable(path, exc) from exc
+
+
+def _numpy_scalar_globals() -> list:
+    """numpy scalars and dtypes (e.g. ``best_acc = np.float64(93.1)`` beside the weights) are plain data:
+    allow them under weights_only loading instead of demanding trust_checkpoint."""
+    import numpy as np
+
+    core = getattr(np, "_core", None) or np.core
+    found = [core.multiarray.scalar, np.dtype]
+    found += [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith("DType")]
+    return found
 
 
 def _refused_global(exc: BaseException) -> str | None:
@@ -109,6 +121,9 @@ def _refused_global(exc: BaseException) -> str | None:
 
 
 def _unreadable(path: Path, exc: BaseException) -> CheckpointError:
+    if "safetensors" in str(exc):
+        return CheckpointError(f"model.checkpoint {path}: a safetensors file, which torch.load reads only with the "
+                               "'safetensors' package installed: pip install safetensors")
     inner = exc.__context__ if "Weights only load failed" in str(exc) and exc.__context__ else exc
     detail = _first_line(inner).split(". ")[0][:160]
     return CheckpointError(f"model.checkpoint {path}: not a readable PyTorch checkpoint, maybe truncated or "
@@ -189,7 +204,10 @@ def _strip_prefixes(state: dict[str, torch.Tensor], model_state: Mapping[str, An
     extra = _extra_prefix(state, model_state)
     if extra:
         state = {k[len(extra):]: v for k, v in state.items()}
-    return state, stripped + extra
+    mixed = _mixed_prefix(state, model_state)
+    if mixed:
+        state = {k.removeprefix(mixed): v for k, v in state.items()}
+    return state, stripped + extra + mixed
 
 
 def _extra_prefix(state: Mapping[str, Any], model_state: Mapping[str, Any]) -> str:
@@ -204,6 +222,19 @@ def _extra_prefix(state: Mapping[str, Any], model_state: Mapping[str, Any]) -> s
         return ""
     rest = {k[len(prefix):] for k in have}
     return prefix if wanted <= rest <= set(model_state) else ""
+
+
+def _mixed_prefix(state: Mapping[str, Any], model_state: Mapping[str, Any]) -> str:
+    """A wrapper prefix carried by only some keys (a file mixing wrapped and unwrapped weights), accepted
+    when removing it where present gives exactly the model's keys."""
+    wanted = {k for k in model_state if k.rsplit(".", 1)[-1] != FILLABLE_SUFFIX}
+    for prefix in WRAPPER_PREFIXES:
+        if not any(k.startswith(prefix) for k in state):
+            continue
+        renamed = [k.removeprefix(prefix) for k in state]
+        if len(set(renamed)) == len(renamed) and wanted <= set(renamed) <= set(model_state):
+            return prefix
+    return ""
 
 
 def _fill_and_check(model: nn.Module, state: dict[str, torch.Tensor], path: Path, name: str) -> list[str]:

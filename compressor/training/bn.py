@@ -27,6 +27,8 @@ def recalibrate_batchnorm(model: nn.Module, loader, device: torch.device) -> int
     seen = 0
     try:
         for images, _ in track(loader, "re-estimate BatchNorm"):
+            if images.shape[0] < 2:  # BatchNorm cannot take statistics of a lone image (1x1 maps)
+                continue
             model(images.to(device, non_blocking=True))
             seen += images.shape[0]
     finally:

@@ -316,3 +316,24 @@ def test_data_error_is_raised_for_an_unreadable_npz_in_test(tmp_path):
     bad.write_bytes(good.read_bytes()[:200])
     expect(data_config(npz(good), npz(bad)), "data.test.path", "bad.npz")
 
+
+
+def test_imagefolder_empty_class_folder_in_a_tree(tmp_path):
+    root = write_tree(tmp_path / "t", image_files(per_class=1))
+    (root / "bird").mkdir()  # sorts between cat and dog: would shift dog and zebra by one
+    expect(data_config(folder(root), num_classes=4), "data.train.path", "'bird'", "hold no images")
+
+
+def test_imagefolder_empty_class_folder_in_a_zip(tmp_path):
+    path = write_zip(tmp_path / "t.zip", image_files(per_class=1), top="train")
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr("train/bird/", b"")
+    expect(data_config(folder(path), num_classes=4), "data.train.path", "'train/bird'", "hold no images")
+
+
+def test_imagefolder_float_image_is_refused(tmp_path):
+    files = image_files(per_class=1)
+    image = Image.fromarray(np.ones((32, 32), dtype=np.float32))
+    files["cat/000.png"] = encode(image, "tiff")  # a float TIFF under a .png name: PIL decodes by content
+    expect(data_config(folder(write_tree(tmp_path / "t", files)), num_classes=3), "data.train", "float",
+           iterate=True)

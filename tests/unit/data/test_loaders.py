@@ -8,6 +8,7 @@ import torch
 
 from compressor.data import Loaders, build_loaders
 from compressor.data.synthetic import CLASS_NAMES
+from compressor.errors import DataError
 
 from .conftest import CLASSES, MEAN3, STD3, data_config, synthetic_config, write_npz
 
@@ -114,10 +115,24 @@ def test_loader_batches_match_manual_normalisation(tmp_path):
 def test_image_size_and_resize_give_the_network_shape(tree):
     cfg = data_config({"format": "imagefolder", "path": str(tree)}, num_classes=3, val_split=2,
                       image_size=24, resize=28, augment={"random_resized_crop": True})
-    loaders = build_loaders(cfg, (3, 32, 32), 0)
+    loaders = build_loaders(cfg, (3, 24, 24), 0)
     assert loaders.input_shape == (3, 24, 24) and loaders.class_names == CLASSES
     assert next(iter(loaders.train))[0].shape[1:] == (3, 24, 24)
     assert next(iter(loaders.test))[0].shape[1:] == (3, 24, 24)
+
+
+def test_image_size_must_match_the_model_input(tree):
+    cfg = data_config({"format": "imagefolder", "path": str(tree)}, num_classes=3, val_split=2, image_size=24)
+    with pytest.raises(DataError, match="data.image_size: 24 differs from the model's input 32x32"):
+        build_loaders(cfg, (3, 32, 32), 0)
+
+
+def test_training_loader_never_ends_with_a_lone_image():
+    cfg = synthetic_config(34, 10, val_split=1, batch_size=8)  # 33 training images: 8+8+8+8+1
+    loaders = build_loaders(cfg, SHAPE, 0)
+    assert [len(y) for _, y in loaders.train] == [8, 8, 8, 8]
+    cfg = synthetic_config(35, 10, val_split=1, batch_size=8)  # 34: the last batch of 2 is kept
+    assert [len(y) for _, y in build_loaders(cfg, SHAPE, 0).train] == [8, 8, 8, 8, 2]
 
 
 def test_grey_model_from_rgb_arrays():
@@ -139,3 +154,14 @@ def test_workers_give_the_same_reproducible_batches():
 def test_val_split_fraction_or_count(val_split, expected):
     loaders = build_loaders(synthetic_config(200, 10, val_split=val_split), SHAPE, 0)
     assert loaders.num_val == expected and loaders.num_train == 200 - expected
+
+
+def test_each_worker_draws_its_own_augmentation(tmp_path):
+    """Identical images, random crops: without per-worker reseeding both workers would draw the same crops."""
+    image = np.random.default_rng(0).integers(0, 256, (1, 3, 32, 32), dtype=np.uint8)
+    path = tmp_path / "same.npz"
+    np.savez(path, data=np.repeat(image, 33, axis=0), labels=np.zeros(33, dtype=np.int64))
+    cfg = data_config({"format": "npz", "path": str(path)}, num_classes=10, val_split=1, batch_size=16, workers=2,
+                      augment={"random_crop_padding": 8, "hflip": True})
+    first, second = _batches(build_loaders(cfg, SHAPE, 0).train, 2)  # batch 0 from worker 0, batch 1 from worker 1
+    assert not torch.equal(first[0], second[0])

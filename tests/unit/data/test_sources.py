@@ -14,7 +14,7 @@ from compressor.data.imagefolder import open_imagefolder
 from compressor.data.npz import open_npz
 from compressor.data.synthetic import CLASS_NAMES, SPLIT_SEEDS, make_shapes, open_synthetic
 
-from .conftest import CLASSES, image_files, write_cifar100, write_npz, write_tree, write_zip
+from .conftest import CLASSES, encode, image_files, write_cifar100, write_npz, write_tree, write_zip
 
 
 # ----------------------------------------------------------------------------------------------- cifar
@@ -162,3 +162,25 @@ def test_synthetic_splits_use_fixed_seeds_and_differ():
     assert train.class_names == CLASS_NAMES
     flat_train = {img.tobytes() for img in train.images}
     assert not flat_train & {img.tobytes() for img in test.images}
+
+
+def test_sixteen_bit_png_is_scaled_not_clipped(tmp_path):
+    from PIL import Image
+
+    files = image_files(per_class=1)
+    ramp = (np.arange(32 * 32, dtype=np.uint16).reshape(32, 32) * 64).astype(np.uint16)  # 0 .. 65472
+    files["cat/000.png"] = encode(Image.fromarray(ramp), "png")
+    source = open_imagefolder(write_tree(tmp_path / "t", files), "data.train", 1)
+    image = source.read(list(source.members).index("cat/000.png"))
+    assert image.shape == (1, 32, 32) and image.min() == 0 and 250 <= image.max() <= 255
+    assert (image == 255).mean() < 0.01  # PIL's plain convert would saturate almost every pixel
+
+
+def test_decode_cache_is_bounded(tmp_path, monkeypatch):
+    from compressor.data import imagefolder
+
+    source = imagefolder.open_imagefolder(write_tree(tmp_path / "t", image_files(per_class=4)), "data.train", 3)
+    monkeypatch.setattr(imagefolder, "CACHE_MAX_BYTES", 3 * 32 * 34 * 3)  # room for about three images
+    for i in range(len(source.members)):
+        source.read(i)
+    assert 0 < len(source._cache) <= 3 and source._cache_bytes <= imagefolder.CACHE_MAX_BYTES

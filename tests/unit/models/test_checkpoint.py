@@ -13,7 +13,7 @@ from torch import nn
 
 from compressor.errors import CheckpointError
 from compressor.models import CheckpointInfo, load_checkpoint
-from compressor.models.cifar_resnet import quicknet, resnet56
+from compressor.models.cifar_resnet import quicknet, resnet20, resnet56
 
 
 class Opaque:
@@ -221,3 +221,22 @@ def test_akamaster_resnet56_accuracy(akamaster_resnet56, shared_data):
             correct += (model(images[i:i + 256]).argmax(1) == labels[i:i + 256]).sum().item()
     assert len(images) == 1017
     assert abs(100 * correct / len(images) - 92.72) < 0.05
+
+
+def test_numpy_scalars_beside_the_weights_load_without_trust(tmp_path):
+    model = resnet20()
+    path = tmp_path / "ckpt.pth"
+    torch.save({"state_dict": model.state_dict(), "best_acc": np.float64(93.1), "dtype": np.dtype("float32")}, path)
+    info = load_checkpoint(resnet20(), path)
+    assert info.key == "state_dict" and info.metadata["best_acc"] == pytest.approx(93.1)
+
+
+def test_prefix_on_only_some_keys_is_stripped_where_present(tmp_path):
+    model = resnet20()
+    state = {(f"module.{k}" if i % 2 else k): v for i, (k, v) in enumerate(model.state_dict().items())}
+    path = tmp_path / "mixed.pt"
+    torch.save(state, path)
+    fresh = resnet20()
+    info = load_checkpoint(fresh, path)
+    assert info.stripped_prefix == "module."
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), model.state_dict().values()))
