@@ -236,7 +236,10 @@ class Recipe(StrictModel):
     @model_validator(mode="after")
     def _cross_checks(self) -> "Recipe":
         for gate in self.gates.max_latency_ms:
-            if not self.profile.enabled or gate.batch not in self.profile.batch_sizes:
+            if not self.export.onnx or not self.profile.enabled:
+                raise ValueError("gates.max_latency_ms needs the ONNX export and profiling (export.onnx and "
+                                 "profile.enabled true) to measure anything")
+            if gate.batch not in self.profile.batch_sizes:
                 raise ValueError(f"gates.max_latency_ms: batch {gate.batch} is not profiled; "
                                  f"add it to profile.batch_sizes {list(self.profile.batch_sizes)}")
         return self
@@ -423,11 +426,21 @@ def _apply_override(data: dict, item: str) -> None:
     last = parts[-1]
     if isinstance(node, list):
         index = _index(last, node, item)
-        node[index] = value
+        node[index] = _merged(node[index], value)
     elif isinstance(node, dict):
-        node[last] = value
+        node[last] = _merged(node.get(last), value)
     else:
         raise RecipeError(f"--set {item!r}: {'.'.join(parts[:-1])} is a value, not a section")
+
+
+def _merged(old: Any, new: Any) -> Any:
+    """``--set section={...}`` updates the named fields and keeps the others, unless it switches the kind of
+    entry (another ``format`` or ``name``), which replaces the entry: its fields mean something else."""
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return new
+    if any(key in new and key in old and new[key] != old[key] for key in ("format", "name")):
+        return new
+    return {**old, **{k: _merged(old.get(k), v) for k, v in new.items()}}
 
 
 def _step(node: Any, part: str, path: list[str], item: str, create: bool) -> Any:

@@ -37,18 +37,20 @@ def load_inputs(recipe: Recipe, device: torch.device) -> Inputs:
     if recipe.model.checkpoint is not None:
         info = load_checkpoint(model, recipe.model.checkpoint, key=recipe.model.checkpoint_key,
                                trust=recipe.model.trust_checkpoint, model_name=recipe.model.arch)
-    check_selectors(model, recipe)
+    check_plan(model, tuple(input_shape), recipe)
     loaders = build_loaders(recipe.data, input_shape, recipe.seed)
     return Inputs(model=model.to(device).eval(), input_shape=tuple(input_shape), loaders=loaders, checkpoint=info)
 
 
-def check_selectors(model: nn.Module, recipe: Recipe) -> None:
-    """Every ``pruning.ignore`` / ``pruning.layers`` pattern must name a layer: fail before any work is done."""
+def check_plan(model: nn.Module, input_shape: tuple[int, int, int], recipe: Recipe) -> None:
+    """Selectors, channel counts and a trial prune, checked before any work is done or any file written."""
+    from .surgery import preflight
     from .surgery.graph import select_layers
 
     select_layers(model, recipe.pruning.ignore, "pruning.ignore")
     for i, rule in enumerate(recipe.pruning.layers):
         select_layers(model, [rule.match], f"pruning.layers[{i}].match")
+    preflight(model, input_shape, recipe.pruning)
 
 
 # -------------------------------------------------------------------------------------------- export
@@ -130,7 +132,7 @@ class Pruned:
     @property
     def summary(self) -> str:
         s = self.surgery
-        return (f"{len(s.groups)} groups pruned (global ratio {s.global_ratio:.3f}), MACs -{s.macs_reduction_pct:.1f}%, "
+        return (f"{len(s.pruned_groups)} groups pruned (global ratio {s.global_ratio:.3f}), MACs -{s.macs_reduction_pct:.1f}%, "
                 f"retrain-free top-1 {self.retrain_free.accuracy:.2f}%")
 
 

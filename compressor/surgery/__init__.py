@@ -4,7 +4,7 @@ history save/replay and width tables. See ``prune.py`` for the entry point."""
 from .graph import GroupInfo, build_graph, find_heads
 from .history import load_pruned, replay, save_pruned
 from .plan import kept_channels, select_pruned
-from .prune import Surgery, apply_selection, check_forward, prune, width_table
+from .prune import Surgery, apply_selection, check_forward, preflight, prune, width_table
 
 __all__ = [
     "GroupInfo",
@@ -15,6 +15,7 @@ __all__ = [
     "find_heads",
     "kept_channels",
     "load_pruned",
+    "preflight",
     "prune",
     "replay",
     "save_pruned",

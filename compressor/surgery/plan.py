@@ -73,17 +73,17 @@ def select_pruned(scores: torch.Tensor, keep: int, slices: int = 1) -> list[int]
     return sorted(s * size + j for s in range(slices) for j in drop)
 
 
-def selection(plans: list[GroupPlan], scores: dict[str, torch.Tensor], round_to: int, minimum: int,
-              global_ratio: float | None = None, steps: dict[str, float] | None = None) -> dict[str, list[int]]:
-    """Channels to remove per group key. ``global_ratio`` replaces the ratio of non-fixed groups, and
-    ``steps`` (key -> ratio) replaces it for single groups (the MACs search's fine adjustment)."""
+def kept_counts(plans: list[GroupPlan], round_to: int, minimum: int, global_ratio: float) -> dict[str, int]:
+    """Channels each group keeps: its rule's ratio, or ``global_ratio`` for the others, rounded."""
+    return {p.info.key: kept_channels(p.info.channels, p.ratio if p.fixed else global_ratio,
+                                      math.lcm(round_to, p.info.slices), minimum) for p in plans}
+
+
+def selection(plans: list[GroupPlan], scores: dict[str, torch.Tensor], kept: dict[str, int]) -> dict[str, list[int]]:
+    """Channels to remove per group key so that ``kept[key]`` remain: the lowest-scoring ones."""
     chosen = {}
-    steps = steps or {}
     for plan in plans:
-        ratio = plan.ratio if plan.fixed or global_ratio is None else steps.get(plan.info.key, global_ratio)
-        multiple = math.lcm(round_to, plan.info.slices)
-        keep = kept_channels(plan.info.channels, ratio, multiple, minimum)
-        idxs = select_pruned(scores[plan.info.key], keep, plan.info.slices)
+        idxs = select_pruned(scores[plan.info.key], kept[plan.info.key], plan.info.slices)
         if idxs:
             chosen[plan.info.key] = idxs
     return chosen

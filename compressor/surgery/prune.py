@@ -1,16 +1,17 @@
 """Surgery: physically remove the channels a method scored lowest, through the DependencyGraph.
 
-``prune(model, ...)`` works in four steps: find the prunable groups (the head and ``pruning.ignore`` are
-protected; with ``residual: internal`` the residual-stream groups are left alone), score every group once
-with the method, turn ratios (or a MACs target, by bisection on a copy) into channel indices, and apply
-them. Every pruned model is run forward and compared in output shape with the original before it is
-returned.
+``prune(model, ...)``: find the prunable groups (the head and ``pruning.ignore`` are protected; with
+``residual: internal`` the residual-stream groups are left alone), decide how many channels each keeps
+(ratios, or a MACs target searched on the exact cost model), score every group once with the method,
+remove the lowest-scoring channels, and run the pruned model forward against the original.
+
+``preflight(model, ...)`` does everything that does not need scores (groups, rules, the counts, a trial
+prune and forward) so that a bad plan is reported before the run folder exists or any time is spent.
 """
 
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass, field
 
 import torch
@@ -19,10 +20,10 @@ import torch.nn as nn
 from ..errors import SurgeryError
 from ..methods.base import PruningMethod
 from ..recipe import PruningConfig
+from .cost import CostModel
 from .graph import GroupInfo, build_graph, describe_groups, example_input, find_heads, select_layers
-from .plan import GroupPlan, group_ratios, kept_channels, selection
-
-MACS_TOLERANCE_PCT = 1.0  # the achieved MACs reduction must be this close to the target
+from .plan import GroupPlan, group_ratios, selection
+from .search import TOLERANCE_PCT, Plan, plan_for_ratio, plan_for_target
 
 
 @dataclass(frozen=True)
@@ -46,11 +47,59 @@ class Surgery:
     global_ratio: float
     macs_before: int
     macs_after: int
-    search: tuple[dict, ...] = field(default=())  # MACs-target search trials: ratio -> reduction
+    search: tuple[dict, ...] = field(default=())  # MACs-target search trials on the cost model
+
+    @property
+    def pruned_groups(self) -> tuple[GroupResult, ...]:
+        return tuple(g for g in self.groups if g.kept < g.channels)
 
     @property
     def macs_reduction_pct(self) -> float:
         return 100.0 * (1 - self.macs_after / self.macs_before)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The prunable groups of a model under a pruning config, their planned ratios and their cost."""
+
+    groups: list  # (GroupInfo, torch-pruning Group)
+    skipped: dict[str, str]
+    plans: list[GroupPlan]
+    cost: CostModel
+
+
+def analyse(model: nn.Module, example: torch.Tensor, cfg: PruningConfig) -> Layout:
+    groups, skipped, graph = prunable_groups(model, example, cfg)
+    plans = group_ratios([info for info, _ in groups], cfg, cfg.ratio or 0.0)
+    _check_rules_used(plans, cfg)
+    return Layout(groups, skipped, plans, CostModel.build(model, example, groups, graph))
+
+
+def plan_counts(layout: Layout, cfg: PruningConfig) -> Plan:
+    """Kept channels per group, from the ratios or the MACs target; refuses a plan that removes nothing."""
+    if cfg.macs_reduction_pct is not None:
+        plan = plan_for_target(layout.plans, layout.cost, cfg)
+    else:
+        plan = plan_for_ratio(layout.plans, layout.cost, cfg, cfg.ratio or 0.0)
+    requested = any(p.ratio > 0 for p in layout.plans if p.fixed) or (cfg.ratio or 0) > 0 or cfg.macs_reduction_pct
+    if requested and all(plan.kept[p.info.key] == p.info.channels for p in layout.plans):
+        widest = max(p.info.channels for p in layout.plans)
+        raise SurgeryError(f"pruning removes no channel: rounded to multiples of pruning.round_to {cfg.round_to} and "
+                           f"kept above pruning.min_channels {cfg.min_channels}, every group keeps all its channels "
+                           f"(the widest has {widest}); lower round_to / min_channels or raise the ratio")
+    return plan
+
+
+def preflight(model: nn.Module, input_shape: tuple[int, int, int], cfg: PruningConfig) -> Plan:
+    """Check the plan without scores: groups, rules, counts, and a trial prune that must still run."""
+    example = example_input(input_shape)
+    trial = copy.deepcopy(model).cpu().eval()
+    layout = analyse(trial, example, cfg)
+    plan = plan_counts(layout, cfg)
+    first = {p.info.key: torch.arange(p.info.channels, 0, -1).float() for p in layout.plans}  # any order will do
+    apply_selection(trial, example, selection(layout.plans, first, plan.kept))
+    check_forward(copy.deepcopy(model).cpu().eval(), trial, example)
+    return plan
 
 
 def prune(model: nn.Module, input_shape: tuple[int, int, int], method: PruningMethod,
@@ -60,24 +109,28 @@ def prune(model: nn.Module, input_shape: tuple[int, int, int], method: PruningMe
 
     example = example_input(input_shape)
     original = copy.deepcopy(model).eval()
-    groups, skipped = prunable_groups(model, example, cfg)
-    scores = _score(method, groups)
-    plans = group_ratios([info for info, _ in groups], cfg, cfg.ratio or 0.0)
-    _check_rules_used(plans, cfg)
-    macs_before = count_torch(original, input_shape).macs
-    trials: list[dict] = []
-    steps: dict[str, float] = {}
-    if cfg.macs_reduction_pct is not None:
-        ratio, steps, trials = search_ratio(original, example, plans, scores, cfg, macs_before)
-    else:
-        ratio = cfg.ratio or 0.0
-    chosen = selection(plans, scores, cfg.round_to, cfg.min_channels, ratio, steps)
+    layout = analyse(model, example, cfg)
+    plan = plan_counts(layout, cfg)
+    scores = _score(method, layout.groups)
+    chosen = selection(layout.plans, scores, plan.kept)
     history = apply_selection(model, example, chosen)
     check_forward(original, model, example)
-    macs_after = count_torch(model, input_shape).macs
-    return Surgery(model=model, history=history, groups=_results(plans, chosen, ratio, steps), skipped=skipped,
-                   widths=width_table(original, model), global_ratio=ratio, macs_before=macs_before,
-                   macs_after=macs_after, search=tuple(trials))
+    macs_before, macs_after = count_torch(original, input_shape).macs, count_torch(model, input_shape).macs
+    _check_target(cfg, macs_before, macs_after)
+    return Surgery(model=model, history=history, groups=_results(layout.plans, plan), skipped=layout.skipped,
+                   widths=width_table(original, model), global_ratio=plan.ratio, macs_before=macs_before,
+                   macs_after=macs_after, search=plan.trials)
+
+
+def _check_target(cfg: PruningConfig, before: int, after: int) -> None:
+    """The counted reduction must meet the target the cost model planned for (a guard on the cost model)."""
+    if cfg.macs_reduction_pct is None:
+        return
+    achieved = 100.0 * (1 - after / before)
+    if abs(achieved - cfg.macs_reduction_pct) > TOLERANCE_PCT:
+        raise SurgeryError(f"pruning.macs_reduction_pct: planned {cfg.macs_reduction_pct}% but the pruned model "
+                           f"counts {achieved:.2f}%: this architecture maps channels to MACs in a way the cost "
+                           "model does not capture; set pruning.ratio instead and report this model to us")
 
 
 def prunable_groups(model: nn.Module, example: torch.Tensor, cfg: PruningConfig):
@@ -100,7 +153,7 @@ def prunable_groups(model: nn.Module, example: torch.Tensor, cfg: PruningConfig)
     if not groups:
         raise SurgeryError(f"no prunable channel group in {type(model).__name__} with residual: {cfg.residual} "
                            f"and ignore {list(cfg.ignore)} ({len(skipped)} groups protected)")
-    return groups, skipped
+    return groups, skipped, graph
 
 
 def _score(method: PruningMethod, groups) -> dict[str, torch.Tensor]:
@@ -118,9 +171,9 @@ def _check_rules_used(plans: list[GroupPlan], cfg: PruningConfig) -> None:
     used = {p.rule for p in plans}
     for i, rule in enumerate(cfg.layers):
         if f"layers[{i}]" not in used:
-            raise SurgeryError(
-                f"pruning.layers[{i}].match: {rule.match!r} matches no prunable group (the layers it names are "
-                f"protected, matched by an earlier rule, or residual-stream layers under residual: {cfg.residual})")
+            stream = ", or residual-stream layers, which residual: internal leaves alone" if cfg.residual == "internal" else ""
+            raise SurgeryError(f"pruning.layers[{i}].match: {rule.match!r} matches no prunable group (the layers it "
+                               f"names are protected or matched by an earlier rule{stream})")
 
 
 def apply_selection(model: nn.Module, example: torch.Tensor, chosen: dict[str, list[int]]) -> list:
@@ -135,76 +188,6 @@ def apply_selection(model: nn.Module, example: torch.Tensor, chosen: dict[str, l
                                f"lower the ratio or raise pruning.min_channels")
         group.prune()
     return copy.deepcopy(graph.pruning_history())
-
-
-def search_ratio(original: nn.Module, example: torch.Tensor, plans: list[GroupPlan], scores: dict,
-                 cfg: PruningConfig, macs_before: int) -> tuple[float, dict[str, float], list[dict]]:
-    """Find the global ratio whose MACs reduction is within 1 point of ``cfg.macs_reduction_pct``.
-
-    Bisection on the uniform ratio first. Rounding (``round_to``, small layers) can make the uniform
-    ratio jump over the target; then single groups take their next rounding step one at a time
-    (``steps``: group key -> ratio) until the reduction lands within the tolerance.
-    """
-    target, trials = cfg.macs_reduction_pct, []
-
-    def reduction(ratio: float, steps: dict[str, float] | None = None) -> float:
-        from ..profiling.macs import count_torch
-
-        trial = copy.deepcopy(original)
-        chosen = selection(plans, scores, cfg.round_to, cfg.min_channels, ratio, steps)
-        apply_selection(trial, example, chosen)
-        value = 100.0 * (1 - count_torch(trial, tuple(example.shape[1:])).macs / macs_before)
-        trials.append({"ratio": round(ratio, 6), "steps": len(steps or {}), "macs_reduction_pct": round(value, 3)})
-        return value
-
-    lo, hi = (0.0, reduction(0.0)), (0.99, reduction(0.99))
-    if hi[1] < target - MACS_TOLERANCE_PCT:
-        raise SurgeryError(
-            f"pruning.macs_reduction_pct: {target}% is out of reach; pruning every allowed group to the minimum "
-            f"removes {hi[1]:.1f}% of MACs with residual: {cfg.residual} "
-            f"(lower the target, relax pruning.ignore/layers, or use residual: coupled)")
-    for _ in range(24):
-        if abs(lo[1] - target) <= MACS_TOLERANCE_PCT / 2 or hi[0] - lo[0] < 1e-4:
-            break
-        mid = (lo[0] + hi[0]) / 2
-        value = reduction(mid)
-        lo, hi = ((mid, value), hi) if value < target else (lo, (mid, value))
-    for ratio, value in (lo, hi):
-        if abs(value - target) <= MACS_TOLERANCE_PCT:
-            return ratio, {}, trials
-    return lo[0], _refine(lo[0], plans, cfg, target, reduction), trials
-
-
-def _refine(ratio: float, plans: list[GroupPlan], cfg: PruningConfig, target: float, reduction) -> dict[str, float]:
-    """Greedy fine steps from the best plan below target: one rounding step at a time, taken from the group
-    that keeps the largest fraction of its channels (the plan stays as uniform as it can), skipping steps
-    that overshoot, until the reduction is within the tolerance."""
-    def multiple(plan: GroupPlan) -> int:
-        return math.lcm(cfg.round_to, plan.info.slices)
-
-    movable = [p for p in plans if not p.fixed]
-    kept = {p.info.key: kept_channels(p.info.channels, ratio, multiple(p), cfg.min_channels) for p in movable}
-    steps: dict[str, float] = {}
-    while True:
-        order = sorted(movable, key=lambda p: (-kept[p.info.key] / p.info.channels, -p.info.channels))
-        for plan in order:
-            key, step = plan.info.key, multiple(plan)
-            new = kept[key] - step
-            if new < max(step, cfg.min_channels):
-                continue
-            trial = {**steps, key: 1 - new / plan.info.channels}
-            value = reduction(ratio, trial)
-            if value > target + MACS_TOLERANCE_PCT:
-                continue  # overshoots; a smaller group's step may fit
-            steps, kept[key] = trial, new
-            if value >= target - MACS_TOLERANCE_PCT:
-                return steps
-            break
-        else:
-            raise SurgeryError(
-                f"pruning.macs_reduction_pct: cannot get within {MACS_TOLERANCE_PCT} point of {target}%: the channel "
-                f"counts are too coarse (pruning.round_to {cfg.round_to}); lower round_to, set a ratio instead, "
-                f"or add per-layer ratios")
 
 
 def check_forward(original: nn.Module, pruned: nn.Module, example: torch.Tensor) -> None:
@@ -246,14 +229,13 @@ def _chans(module: nn.Module, side: str) -> int:
     return module.in_channels if side == "in" else module.out_channels
 
 
-def _results(plans: list[GroupPlan], chosen: dict[str, list[int]], ratio: float,
-             steps: dict[str, float]) -> tuple[GroupResult, ...]:
+def _results(plans: list[GroupPlan], plan: Plan) -> tuple[GroupResult, ...]:
     rows = []
-    for plan in plans:
-        info: GroupInfo = plan.info
-        rule = "global (search step)" if info.key in steps else plan.rule
-        rows.append(GroupResult(key=info.key, channels=info.channels,
-                                kept=info.channels - len(chosen.get(info.key, [])),
-                                requested_ratio=plan.ratio if plan.fixed else steps.get(info.key, ratio), rule=rule,
+    for p in plans:
+        info: GroupInfo = p.info
+        moved = info.key in plan.moved
+        rows.append(GroupResult(key=info.key, channels=info.channels, kept=plan.kept[info.key],
+                                requested_ratio=p.ratio if p.fixed else plan.ratio,
+                                rule="global (search step)" if moved else p.rule,
                                 residual=info.residual, producers=info.producers))
     return tuple(rows)

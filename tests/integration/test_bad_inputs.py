@@ -75,6 +75,16 @@ CASES = {
     "ignore matches nothing": (lambda t: (QUICKSTART, ["pruning.ignore=[layer9.*]"], []), "pruning.ignore[0]"),
     "layer rule matches nothing": (lambda t: (QUICKSTART, ["pruning.layers=[{match: 'fc*', ratio: 0.5}]"], []),
                                    "pruning.layers[0].match"),
+    "unreachable MACs target": (lambda t: (QUICKSTART, ["pruning.residual=internal", "pruning.macs_reduction_pct=97"],
+                                           []), "out of reach"),
+    "too coarse to remove anything": (lambda t: (QUICKSTART, ["pruning.macs_reduction_pct=null", "pruning.ratio=0.5",
+                                                              "pruning.round_to=1000"], []), "removes no channel"),
+    "latency gate without export": (lambda t: (QUICKSTART, ["export.onnx=false",
+                                                            "gates.max_latency_ms=[{batch: 1, p50_ms: 100}]"], []),
+                                    "gates.max_latency_ms needs the ONNX export"),
+    "pruned forward breaks": (lambda t: (QUICKSTART, ["model.arch=hardview_net:build", "model.input_shape=[3, 32, 32]",
+                                                      "model.checkpoint=null", "pruning.macs_reduction_pct=null",
+                                                      "pruning.ratio=0.5", "pruning.round_to=1"], []), "x.flatten(1)"),
     "out dir not empty": (lambda t: (QUICKSTART, [], ["--out", str(_nonempty(t))]), "not empty"),
     "out dir unwritable": (lambda t: (QUICKSTART, [], ["--out", str(_write(t / "file", b"x") / "run")]), "--out"),
 }
@@ -102,9 +112,32 @@ def _nonempty(tmp: Path) -> Path:
     return out
 
 
+HARDVIEW = """
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class HardView(nn.Module):
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16)
+        self.conv2 = nn.Conv2d(16, 8, 3, padding=1)
+        self.fc = nn.Linear(8 * 32 * 32, num_classes)
+
+    def forward(self, x):
+        x = self.conv2(F.relu(self.bn1(self.conv1(x))))
+        return self.fc(x.view(x.size(0), 8 * 32 * 32))  # hard-coded width: breaks once conv2 loses filters
+
+
+def build(num_classes=10):
+    return HardView(num_classes)
+"""
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_bad_input_exits_2_with_one_line(case, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "hardview_net.py").write_text(HARDVIEW)
     setup, expected = CASES[case]
     recipe, overrides, args = setup(tmp_path)
     if "--out" not in args:
@@ -120,13 +153,20 @@ def test_bad_input_exits_2_with_one_line(case, tmp_path, monkeypatch):
     assert not (tmp_path / "run").exists(), "a bad input must be refused before the run folder is created"
 
 
-def test_unreachable_target_fails_after_start_without_a_report(tmp_path):
+def test_a_failure_after_the_start_leaves_a_failed_status_and_no_report(tmp_path, monkeypatch):
+    from compressor import stages
+    from compressor.errors import ExportError
+
+    def broken_export(*args, **kwargs):
+        raise ExportError("ONNX export of CifarResNet failed: simulated")
+
+    monkeypatch.setattr(stages, "export", broken_export)
     out = tmp_path / "run"
-    sets = [x for o in SMALL + ["pruning.residual=internal", "pruning.macs_reduction_pct=97"] for x in ("--set", o)]
-    result = CliRunner().invoke(app, ["run", str(QUICKSTART), "--out", str(out), *sets])
-    assert result.exit_code == 2 and "out of reach" in result.output
+    result = CliRunner().invoke(app, ["run", str(QUICKSTART), "--out", str(out), *[x for o in SMALL for x in ("--set", o)]])
+    assert result.exit_code == 2 and "simulated" in result.output
     assert not (out / "report.json").exists()
-    assert '"status": "failed"' in (out / "status.json").read_text()
+    status = (out / "status.json").read_text()
+    assert '"status": "failed"' in status and '"finetune"' in status
 
 
 def test_zip_with_path_escape_is_refused(tmp_path):

@@ -97,3 +97,19 @@ def test_validate_ok_and_lists_all_errors(tmp_path):
     assert result.exit_code == 2
     lines = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(lines) == 2 and "finetune.epochs" in result.output and "finetune.lr" in result.output
+
+
+@pytest.mark.parametrize("switch", ["export.onnx=false", "profile.enabled=false"])
+def test_run_without_export_or_profiling_still_reports(tmp_path, switch):
+    out = tmp_path / "run"
+    result = invoke("run", str(QUICKSTART), "--out", str(out), overrides=SMALL + [switch, "finetune.epochs=0",
+                                                                                  "gates.max_accuracy_drop=null"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["latency"] == [] and abs(report["reduction"]["macs_pct"] - 50) <= 1
+    if switch.startswith("export"):
+        assert "pruned_onnx" not in report["artifacts"] and report["parity"] == {}
+        assert "PyTorch" in report["reduction"]["counted_on"]
+    else:
+        assert (out / "export" / "model.onnx").is_file() and "ONNX" in report["reduction"]["counted_on"]
+    assert report["pruning"]["groups_pruned"] == 6

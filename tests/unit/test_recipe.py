@@ -186,3 +186,17 @@ def test_shipped_recipes_validate():
     assert recipes, "no shipped recipes"
     for path in recipes:
         load_recipe(path)
+
+
+def test_setting_a_section_merges_into_it(tmp_path):
+    recipe = load_recipe(QUICKSTART, ["pruning={macs_reduction_pct: 40}"])
+    assert recipe.pruning.macs_reduction_pct == 40
+    assert recipe.pruning.residual == "coupled" and recipe.pruning.round_to == 8  # kept from the file
+
+
+def test_setting_another_kind_of_entry_replaces_it():
+    recipe = load_recipe(QUICKSTART, ["data.test={format: npz, path: x.npz}", "method={name: fpgm}"])
+    assert recipe.data.test.format == "npz" and recipe.data.test.images_key == "data"
+    assert recipe.method.name == "fpgm"
+    recipe = load_recipe(QUICKSTART, ["data.train={num_images: 300}"])  # same kind: merged
+    assert recipe.data.train.format == "synthetic" and recipe.data.train.num_images == 300

@@ -1,0 +1,153 @@
+"""How many channels each group keeps so that a MACs target is met within 1 point.
+
+Everything here works on kept counts and the exact :class:`~compressor.surgery.cost.CostModel`, so no
+model is pruned while searching. First the uniform ratio is bisected. Rounding (``round_to``, small
+layers) makes the reduction a step function of the ratio, which can jump over the target; then the plans
+off the uniform ratio are searched: all of them when there are few (small networks, where this happens),
+otherwise a beam search that moves single groups by one rounding step (down, up, or one down and another
+up). Among the plans within the tolerance the most uniform one (smallest variance of kept fractions) wins.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+
+from ..errors import SurgeryError
+from ..recipe import PruningConfig
+from .cost import CostModel
+from .plan import GroupPlan, kept_counts
+
+TOLERANCE_PCT = 1.0  # the achieved MACs reduction must be this close to the target
+EXHAUSTIVE_LIMIT = 20_000  # search every combination of kept counts below this many
+BEAM_WIDTH = 8
+
+
+@dataclass(frozen=True)
+class Plan:
+    kept: dict[str, int]  # group key -> channels kept
+    ratio: float  # the uniform ratio (before single-group steps)
+    moved: tuple[str, ...]  # groups the local search moved off the uniform ratio
+    trials: tuple[dict, ...]  # what was evaluated (on the cost model)
+    predicted_pct: float  # MACs reduction of ``kept`` according to the cost model
+
+
+def plan_for_ratio(plans: list[GroupPlan], cost: CostModel, cfg: PruningConfig, ratio: float) -> Plan:
+    kept = kept_counts(plans, cfg.round_to, cfg.min_channels, ratio)
+    return Plan(kept, ratio, (), (), cost.reduction_pct(kept))
+
+
+def plan_for_target(plans: list[GroupPlan], cost: CostModel, cfg: PruningConfig) -> Plan:
+    target = cfg.macs_reduction_pct
+    trials: list[dict] = []
+
+    def evaluate(ratio: float) -> tuple[dict[str, int], float]:
+        kept = kept_counts(plans, cfg.round_to, cfg.min_channels, ratio)
+        value = cost.reduction_pct(kept)
+        trials.append({"ratio": round(ratio, 6), "macs_reduction_pct": round(value, 3)})
+        return kept, value
+
+    _, most = evaluate(1.0)
+    if most < target - TOLERANCE_PCT:
+        raise SurgeryError(_out_of_reach(target, most, cfg))
+    lo, hi = 0.0, 1.0
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        kept, value = evaluate(mid)
+        if abs(value - target) <= TOLERANCE_PCT / 2:
+            return Plan(kept, mid, (), tuple(trials), value)
+        lo, hi = (mid, hi) if value < target else (lo, mid)
+        if hi - lo < 1e-7:
+            break
+    kept, value = evaluate(lo)
+    if abs(value - target) <= TOLERANCE_PCT:
+        return Plan(kept, lo, (), tuple(trials), value)
+    kept = _local_search(kept, plans, cost, cfg, target)
+    moved = tuple(k for k, v in kept.items() if v != kept_counts(plans, cfg.round_to, cfg.min_channels, lo)[k])
+    return Plan(kept, lo, moved, tuple(trials), cost.reduction_pct(kept))
+
+
+def _local_search(kept: dict[str, int], plans: list[GroupPlan], cost: CostModel, cfg: PruningConfig,
+                  target: float) -> dict[str, int]:
+    ladders = {p.info.key: _ladder(p, cfg) for p in plans if not p.fixed}
+    channels = {p.info.key: p.info.channels for p in plans}
+
+    def rank(k: dict[str, int]) -> tuple:
+        error = abs(cost.reduction_pct(k) - target)
+        return (error > TOLERANCE_PCT, _spread(k, channels) if error <= TOLERANCE_PCT else error)
+
+    if math.prod(len(v) for v in ladders.values()) <= EXHAUSTIVE_LIMIT:
+        candidates = (dict(kept, **dict(zip(ladders, combo))) for combo in itertools.product(*ladders.values()))
+        best = min(candidates, key=rank)
+    else:
+        best = _beam(kept, ladders, rank)
+    if rank(best)[0]:
+        raise SurgeryError(
+            f"pruning.macs_reduction_pct: cannot get within {TOLERANCE_PCT} point of {target}% (closest "
+            f"{cost.reduction_pct(best):.2f}%): the channel counts are too coarse (pruning.round_to {cfg.round_to}, "
+            f"min_channels {cfg.min_channels}); lower round_to, set a ratio instead, or add per-layer ratios")
+    return best
+
+
+def _beam(kept: dict[str, int], ladders: dict[str, list[int]], rank) -> dict[str, int]:
+    beam, seen = [kept], {tuple(sorted(kept.items()))}
+    for _ in range(64):
+        if not rank(beam[0])[0]:
+            break
+        fresh = []
+        for plan in beam:
+            for move in _moves(plan, ladders):
+                signature = tuple(sorted(move.items()))
+                if signature not in seen:
+                    seen.add(signature)
+                    fresh.append(move)
+        if not fresh:
+            break
+        beam = sorted(beam + fresh, key=rank)[:BEAM_WIDTH]
+    return beam[0]
+
+
+def _ladder(plan: GroupPlan, cfg: PruningConfig) -> list[int]:
+    """The kept counts a group may take: multiples of its rounding step from its minimum, and its full width."""
+    step = math.lcm(cfg.round_to, plan.info.slices)
+    low = max(step, math.ceil(cfg.min_channels / step) * step)
+    return sorted({*range(low, plan.info.channels + 1, step), plan.info.channels})
+
+
+def _moves(kept: dict[str, int], ladders: dict[str, list[int]]):
+    """Plans one step away: one group down or up, or one down and another up."""
+    steps = {}
+    for key, ladder in ladders.items():
+        i = ladder.index(kept[key]) if kept[key] in ladder else None
+        if i is None:
+            continue
+        steps[key] = [ladder[j] for j in (i - 1, i + 1) if 0 <= j < len(ladder)]
+    for key, options in steps.items():
+        for value in options:
+            yield {**kept, key: value}
+    for down in steps:
+        for up in steps:
+            lower = [v for v in steps[down] if v < kept[down]]
+            higher = [v for v in steps[up] if v > kept[up]]
+            if down != up and lower and higher:
+                yield {**kept, down: lower[0], up: higher[0]}
+
+
+def _spread(kept: dict[str, int], channels: dict[str, int]) -> float:
+    """Variance of the kept fractions: 0 for a uniform plan (max - min would be dominated by small groups,
+    whose only choices are far apart)."""
+    fractions = [kept[k] / channels[k] for k in kept]
+    mean = sum(fractions) / len(fractions)
+    return sum((f - mean) ** 2 for f in fractions) / len(fractions)
+
+
+def _out_of_reach(target: float, most: float, cfg: PruningConfig) -> str:
+    hints = ["lower the target", "relax pruning.ignore / pruning.layers"]
+    if cfg.residual == "internal":
+        hints.append("use residual: coupled")
+    if cfg.round_to > 1 or cfg.min_channels > 1:
+        hints.append("lower pruning.round_to / min_channels")
+    return (f"pruning.macs_reduction_pct: {target}% is out of reach; keeping the minimum "
+            f"(max(round_to, min_channels) = {max(cfg.round_to, cfg.min_channels)} channels) in every allowed group "
+            f"with residual: {cfg.residual} removes {most:.1f}% of MACs ({'; '.join(hints)})")
