@@ -142,7 +142,12 @@ class PruningConfig(StrictModel):
     ratio: Ratio | None = Field(None, description="Fraction of channels removed from every prunable group.")
     macs_reduction_pct: Annotated[float, Field(gt=0, lt=100)] | None = Field(
         None, description="Target MACs reduction in percent; the global ratio is searched to within 1 point.")
+    params_reduction_pct: Annotated[float, Field(gt=0, lt=100)] | None = Field(
+        None, description="Target reduction of conv/linear parameters in percent (PFP's budget), searched like MACs.")
     layers: list[LayerRule] = Field(default_factory=list, description="Per-layer ratios; the first match wins.")
+    layer_ratios: list[Ratio] = Field(
+        default_factory=list, description="One removal ratio per conv layer in module order, head excluded (HRank's "
+        "compress_rate lists); a group takes the ratio of its first layer; entries of protected layers are unused.")
     ignore: list[str] = Field(default_factory=list, description="Layers (globs or 're:' regexes) never pruned.")
     residual: Literal["internal", "coupled"] = Field(
         "internal", description="internal: only block-internal channels (as in the papers); coupled: residual-stream "
@@ -151,14 +156,29 @@ class PruningConfig(StrictModel):
     min_channels: PositiveInt = Field(1, description="Never keep fewer channels than this in any group.")
     bn_recalibration: BNRecalibration | None = Field(
         None, description="Re-estimate BatchNorm statistics on calibration images right after surgery.")
+    compensation: Literal["auto", "none", "fold", "least_squares"] = Field(
+        "auto", description="Make the next layers absorb what removed channels carried, without training: fold "
+        "(regress removed responses on kept ones, one pass), least_squares (re-fit each next layer to the original "
+        "outputs, one pass per layer), none; auto = the method's own choice (fold for functionality, else none).")
+    compensation_images: PositiveInt | None = Field(
+        None, description="Calibration images used by compensation; default: all calibration images.")
+    schedule: Literal["one-shot", "layerwise"] = Field(
+        "one-shot", description="one-shot: remove every channel at once; layerwise: one group at a time in model "
+        "order, fine-tuning layerwise_epochs after each (HRank's schedule).")
+    layerwise_epochs: Annotated[int, Field(ge=0)] = Field(1, description="Fine-tuning epochs after each group (layerwise).")
 
     @model_validator(mode="after")
     def _one_target(self) -> "PruningConfig":
-        if self.ratio is not None and self.macs_reduction_pct is not None:
-            raise ValueError("give either ratio or macs_reduction_pct, not both")
-        if self.ratio is None and self.macs_reduction_pct is None and not self.layers:
-            raise ValueError("nothing to prune: set ratio, macs_reduction_pct or layers")
+        given = [n for n in ("ratio", "macs_reduction_pct", "params_reduction_pct") if getattr(self, n) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give one of ratio, macs_reduction_pct, params_reduction_pct, not {' and '.join(given)}")
         return self
+
+    @property
+    def sets_amount(self) -> bool:
+        """True when the recipe says how much to prune (else the method must allocate, e.g. a threshold)."""
+        targets = (self.ratio, self.macs_reduction_pct, self.params_reduction_pct)
+        return any(t is not None for t in targets) or bool(self.layers) or bool(self.layer_ratios)
 
 
 # ---------------------------------------------------------------------------------------- fine-tuning
@@ -235,6 +255,9 @@ class Recipe(StrictModel):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Recipe":
+        if not self.pruning.sets_amount and not getattr(self.method, "allocates", False):
+            raise ValueError("pruning: nothing to prune; set ratio, macs_reduction_pct, params_reduction_pct, layers "
+                             "or layer_ratios (or a method option that decides, e.g. functionality's threshold)")
         for gate in self.gates.max_latency_ms:
             if not self.export.onnx or not self.profile.enabled:
                 raise ValueError("gates.max_latency_ms needs the ONNX export and profiling (export.onnx and "
@@ -257,7 +280,7 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     recipe = _validate(raw, path, base_dir=path.resolve().parent)
     if not overrides:
         return recipe
-    data = recipe.model_dump(mode="json")
+    data = recipe.model_dump(mode="json", exclude_unset=True)  # what the file says; defaults come back on validation
     for item in overrides:
         _apply_override(data, item)
     return _validate(_expand_env(data, where=""), path, base_dir=Path.cwd(), via_set=True)
@@ -422,7 +445,7 @@ def _apply_override(data: dict, item: str) -> None:
         value = text
     node: Any = data
     for i, part in enumerate(parts[:-1]):
-        node = _step(node, part, parts[: i + 1], item, create=True)
+        node = _step(node, part, parts[: i + 1], item, create=True, list_next=parts[i + 1].lstrip("-").isdigit())
     last = parts[-1]
     if isinstance(node, list):
         index = _index(last, node, item)
@@ -443,13 +466,13 @@ def _merged(old: Any, new: Any) -> Any:
     return {**old, **{k: _merged(old.get(k), v) for k, v in new.items()}}
 
 
-def _step(node: Any, part: str, path: list[str], item: str, create: bool) -> Any:
+def _step(node: Any, part: str, path: list[str], item: str, create: bool, list_next: bool = False) -> Any:
     if isinstance(node, list):
         return node[_index(part, node, item)]
     if not isinstance(node, dict):
         raise RecipeError(f"--set {item!r}: {'.'.join(path[:-1])} is a value, not a section")
     if node.get(part) is None and create:
-        node[part] = {}
+        node[part] = [] if list_next else {}
     return node[part]
 
 

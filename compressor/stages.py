@@ -128,36 +128,62 @@ class Pruned:
     surgery: object  # compressor.surgery.Surgery
     retrain_free: object  # EvalResult on test, before fine-tuning
     bn_images: int  # images used to re-estimate BatchNorm statistics (0: not done)
+    method_details: dict  # what the method reports about itself (e.g. PFP's epsilon)
 
     @property
     def summary(self) -> str:
         s = self.surgery
-        return (f"{len(s.pruned_groups)} groups pruned (global ratio {s.global_ratio:.3f}), MACs -{s.macs_reduction_pct:.1f}%, "
+        how = "counts allocated by the method" if s.allocation == "method" else f"global ratio {s.global_ratio:.3f}"
+        return (f"{len(s.pruned_groups)} groups pruned ({how}), MACs -{s.macs_reduction_pct:.1f}%, "
                 f"retrain-free top-1 {self.retrain_free.accuracy:.2f}%")
 
 
 def prune(recipe: Recipe, inputs: Inputs, model: nn.Module, folder: Path, device: torch.device) -> Pruned:
     from .methods import CalibrationContext, build_method
-    from .surgery import prune as surgery_prune
     from .training import evaluate, recalibrate_batchnorm
 
     method = build_method(recipe.method, seed=recipe.seed)
-    if method.needs_calibration:
-        ctx = CalibrationContext(batches=lambda: inputs.loaders.calibration, device=device,
-                                 num_images=inputs.loaders.num_calibration, seed=recipe.seed)
-        method.calibrate(model, ctx)
-    model.cpu()
-    surgery = surgery_prune(model, inputs.input_shape, method, recipe.pruning)
-    model.to(device)
+    ctx = CalibrationContext(batches=lambda: inputs.loaders.calibration, device=device,
+                             num_images=inputs.loaders.num_calibration, seed=recipe.seed)
+    if recipe.pruning.schedule == "layerwise":
+        surgery = _prune_layerwise(recipe, inputs, model, method, ctx, device)
+    else:
+        from .surgery import prune as surgery_prune
+
+        surgery = surgery_prune(model, inputs.input_shape, method, recipe.pruning, ctx)
     bn_images = 0
     if recipe.pruning.bn_recalibration is not None:
         loader = inputs.loaders.calibration_loader(recipe.pruning.bn_recalibration.images)
         bn_images = recalibrate_batchnorm(model, loader, device)
     retrain_free = evaluate(model, inputs.loaders.test, device, "pruned (before fine-tuning): test")
     write_json(folder / "widths.json", list(surgery.widths))
-    write_json(folder / "groups.json", {"global_ratio": surgery.global_ratio, "search": list(surgery.search),
-                                        "pruned": [vars(g) for g in surgery.groups], "skipped": surgery.skipped})
-    return Pruned(surgery=surgery, retrain_free=retrain_free, bn_images=bn_images)
+    write_json(folder / "groups.json", {"global_ratio": surgery.global_ratio, "allocation": surgery.allocation,
+                                        "search": list(surgery.search), "compensation": list(surgery.compensation),
+                                        "method": method.details, "pruned": [vars(g) for g in surgery.groups],
+                                        "skipped": surgery.skipped})
+    return Pruned(surgery=surgery, retrain_free=retrain_free, bn_images=bn_images, method_details=method.details)
+
+
+def _prune_layerwise(recipe: Recipe, inputs: Inputs, model: nn.Module, method, ctx, device: torch.device):
+    """HRank's schedule: scores once, then one group at a time in model order, fine-tuning after each."""
+    from .progress import log
+    from .surgery import carry_out, decide, summarize
+    from .training import finetune as train
+
+    cfg = recipe.pruning
+    decision = decide(model, inputs.input_shape, method, cfg, ctx)
+    order = {name: i for i, (name, _) in enumerate(model.named_modules())}
+    keys = sorted(decision.chosen, key=order.get)
+    tune = recipe.finetune.model_copy(update={"epochs": cfg.layerwise_epochs, "warmup_epochs": 0})
+    history, done = [], []
+    for step, key in enumerate(keys, start=1):
+        steps, compensation = carry_out(model, decision, method, cfg, ctx, keys=[key])
+        history += steps
+        done.append(compensation)
+        log(f"  layerwise {step}/{len(keys)}: {key} loses {len(decision.chosen[key])} channels")
+        if cfg.layerwise_epochs:
+            train(model, inputs.loaders.train, inputs.loaders.val, tune, device)
+    return summarize(model, decision, cfg, history, done)
 
 
 # -------------------------------------------------------------------------------------------- finetune

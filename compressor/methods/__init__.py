@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import l1  # noqa: F401  (registers l1, l2, fpgm, random)
+from . import functionality, hrank, l1, pfp  # noqa: F401  (registering: l1 holds l1, l2, fpgm, random)
 from .base import (
     CalibrationContext,
     MethodOptions,

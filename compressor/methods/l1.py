@@ -52,7 +52,7 @@ class _TorchPruningImportance(PruningMethod):
     def _importance(self):  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def score(self, group) -> torch.Tensor:
+    def score(self, info, group) -> torch.Tensor:
         if not hasattr(self, "_imp"):
             self._imp = self._importance()
         scores = self._imp(group)
@@ -105,7 +105,7 @@ class Random(PruningMethod):
     summary = "uniform random scores, seeded; the floor every method must beat"
     Options = RandomOptions
 
-    def score(self, group) -> torch.Tensor:
+    def score(self, info, group) -> torch.Tensor:
         if not hasattr(self, "_gen"):
             self._gen = torch.Generator().manual_seed(self.seed)
         return torch.rand(len(group[0].idxs), generator=self._gen)

@@ -87,6 +87,16 @@ def _pruning(r: dict) -> str:
              f"- protected groups: {len(p['groups_skipped'])}"
              + (" (" + ", ".join(f"{k}: {v}" for k, v in list(p["groups_skipped"].items())[:6])
                 + (", ..." if len(p["groups_skipped"]) > 6 else "") + ")" if p["groups_skipped"] else "")]
+    if p.get("allocation") == "method":
+        lines.append("- channel counts allocated by the method" + (
+            " (" + ", ".join(f"{k} {v}" for k, v in p["method_details"].items() if not isinstance(v, dict)) + ")"
+            if p.get("method_details") else ""))
+    if p.get("schedule") == "layerwise":
+        lines.append("- schedule: layerwise (one group at a time, fine-tuning after each)")
+    comp = p.get("compensation", {})
+    if comp.get("kind", "none") != "none":
+        lines.append(f"- compensation: {comp['kind']} into {len(comp['layers'])} layers on {comp.get('images', 0)} "
+                     "calibration images" + (f" (left as they are: {', '.join(comp['skipped'])})" if comp["skipped"] else ""))
     if p["bn_recalibration_images"]:
         lines.append(f"- BatchNorm statistics re-estimated on {p['bn_recalibration_images']} calibration images")
     return "## Pruning\n\n" + "\n".join(lines) + "\n\n" + _widths(r)

@@ -74,7 +74,16 @@ def _pruning_section(recipe: Recipe, pruned) -> dict:
             "macs_reduction_pct_torch": _r(s.macs_reduction_pct), "groups_pruned": len(s.pruned_groups),
             "groups_skipped": dict(s.skipped), "bn_recalibration_images": pruned.bn_images,
             "channels_before": sum(g.channels for g in s.groups), "channels_after": sum(g.kept for g in s.groups),
-            "search_trials": len(s.search)}
+            "search_trials": len(s.search), "allocation": s.allocation, "schedule": recipe.pruning.schedule,
+            "compensation": _compensation(s.compensation), "method_details": pruned.method_details}
+
+
+def _compensation(steps: tuple[dict, ...]) -> dict:
+    """One summary of the compensation of every carry-out step (one step unless the schedule is layerwise)."""
+    if not steps:
+        return {"kind": "none", "layers": [], "skipped": {}}
+    return {"kind": steps[0]["kind"], "layers": [layer for s in steps for layer in s["layers"]],
+            "skipped": {k: v for s in steps for k, v in s["skipped"].items()}, "images": max(s["images"] for s in steps)}
 
 
 def _artifacts(out: Path, baseline, tuned, exported, profiled) -> dict:

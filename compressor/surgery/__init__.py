@@ -4,10 +4,14 @@ history save/replay and width tables. See ``prune.py`` for the entry point."""
 from .graph import GroupInfo, build_graph, find_heads
 from .history import load_pruned, replay, save_pruned
 from .plan import kept_channels, select_pruned
-from .prune import Surgery, apply_selection, check_forward, preflight, prune, width_table
+from .prune import Decision, Surgery, apply_selection, carry_out, check_forward, decide, preflight, prune, summarize, width_table
 
 __all__ = [
+    "Decision",
     "GroupInfo",
+    "carry_out",
+    "decide",
+    "summarize",
     "Surgery",
     "apply_selection",
     "build_graph",

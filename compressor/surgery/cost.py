@@ -67,7 +67,9 @@ class CostModel:
             total += layer.kernel * self._fan_in(layer, kept) * out + (out if layer.bias else 0)
         return int(round(total))
 
-    def reduction_pct(self, kept: dict[str, int]) -> float:
+    def reduction_pct(self, kept: dict[str, int], metric: str = "macs") -> float:
+        if metric == "params":
+            return 100.0 * (1 - self.params(kept) / self.base_params)
         return 100.0 * (1 - self.macs(kept) / self.base_macs)
 
     def _removed(self, cuts: list, kept: dict[str, int]) -> float:

@@ -18,7 +18,7 @@ import math
 import re
 import warnings
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
@@ -26,6 +26,15 @@ import torch.nn as nn
 from ..errors import ModelError, SurgeryError, did_you_mean
 
 PARAM_LAYERS = (nn.modules.conv._ConvNd, nn.Linear)
+
+
+@dataclass(frozen=True)
+class Slots:
+    """Where a group's channels sit in one layer: its channel ``layer_idx[i]`` is group channel ``root_idx[i]``
+    (an index mapping, e.g. a flatten before a linear layer, gives a group channel several positions)."""
+
+    layer_idx: torch.Tensor
+    root_idx: torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -38,6 +47,8 @@ class GroupInfo:
     consumers: tuple[str, ...]  # layers whose input channels are removed
     residual: bool  # the channels pass through a residual addition (a residual stream)
     slices: int  # >1 when a grouped (non-depthwise) conv forces the same positions in each slice
+    producer_slots: dict = field(default_factory=dict, compare=False, repr=False)  # layer -> Slots (outputs)
+    consumer_slots: dict = field(default_factory=dict, compare=False, repr=False)  # layer -> Slots (inputs)
 
     @property
     def layers(self) -> tuple[str, ...]:
@@ -130,14 +141,18 @@ def _describe(group, graph, names: dict) -> GroupInfo | None:
     import torch_pruning as tp
 
     producers, consumers, residual, slices = [], [], False, 1
-    for dep, _idxs in group:
-        module = dep.target.module
+    slots: dict[bool, dict[str, Slots]] = {True: {}, False: {}}
+    for item in group:
+        dep, module = item.dep, item.dep.target.module
         if isinstance(module, tp.ops._ElementWiseOp) and "Add" in str(module._grad_fn):
             residual = residual or len(dep.target.inputs) >= 2
         if not isinstance(module, PARAM_LAYERS) and not getattr(module, "compressor_prunable", False):
             continue
         out = graph.is_out_channel_pruning_fn(dep.handler)
         (producers if out else consumers).append(names[module])
+        if isinstance(module, PARAM_LAYERS):
+            roots = getattr(item, "root_idxs", None) or list(range(len(item.idxs)))
+            slots[out].setdefault(names[module], Slots(torch.as_tensor(list(item.idxs)), torch.as_tensor(list(roots))))
         if isinstance(module, nn.modules.conv._ConvNd) and module.groups > 1 and not _depthwise(module):
             slices = math.lcm(slices, module.groups)
     root = group[0].dep.target.module
@@ -145,7 +160,8 @@ def _describe(group, graph, names: dict) -> GroupInfo | None:
     if not isinstance(root, PARAM_LAYERS) or channels % slices:
         return None
     return GroupInfo(key=names[root], channels=channels, producers=tuple(dict.fromkeys(producers)),
-                     consumers=tuple(dict.fromkeys(consumers)), residual=residual, slices=slices)
+                     consumers=tuple(dict.fromkeys(consumers)), residual=residual, slices=slices,
+                     producer_slots=slots[True], consumer_slots=slots[False])
 
 
 def _depthwise(conv: nn.modules.conv._ConvNd) -> bool:

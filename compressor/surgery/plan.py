@@ -25,16 +25,22 @@ class GroupPlan:
     fixed: bool  # a per-layer rule: not scaled by the MACs-target search
 
 
-def group_ratios(groups: list[GroupInfo], cfg: PruningConfig, global_ratio: float) -> list[GroupPlan]:
-    """The requested ratio of every group: the first matching ``pruning.layers`` rule, else the global ratio."""
+def group_ratios(groups: list[GroupInfo], cfg: PruningConfig, global_ratio: float,
+                 layer_ratios: dict[str, float] | None = None) -> list[GroupPlan]:
+    """The requested ratio of every group: the first matching ``pruning.layers`` rule, else the
+    ``layer_ratios`` entry of the group's first layer in module order, else the global ratio."""
     plans = []
+    order = {name: i for i, name in enumerate(layer_ratios or {})}
     for info in groups:
         rule = _first_rule(info, cfg)
-        if rule is None:
-            plans.append(GroupPlan(info, global_ratio, "global", fixed=False))
-        else:
+        listed = sorted((n for n in info.producers if n in order), key=order.get)
+        if rule is not None:
             index, ratio = rule
             plans.append(GroupPlan(info, ratio, f"layers[{index}]", fixed=True))
+        elif listed:
+            plans.append(GroupPlan(info, layer_ratios[listed[0]], f"layer_ratios[{order[listed[0]]}]", fixed=True))
+        else:
+            plans.append(GroupPlan(info, global_ratio, "global", fixed=False))
     return plans
 
 

@@ -1,9 +1,12 @@
 """Surgery: physically remove the channels a method scored lowest, through the DependencyGraph.
 
-``prune(model, ...)``: find the prunable groups (the head and ``pruning.ignore`` are protected; with
-``residual: internal`` the residual-stream groups are left alone), decide how many channels each keeps
-(ratios, or a MACs target searched on the exact cost model), score every group once with the method,
-remove the lowest-scoring channels, and run the pruned model forward against the original.
+``prune(model, ...)`` = ``decide`` + ``carry_out``. ``decide``: find the prunable groups (the head and
+``pruning.ignore`` are protected; with ``residual: internal`` the residual-stream groups are left alone),
+let a data-informed method calibrate, decide how many channels each group keeps (the method's allocation,
+or ratios / a MACs or params target searched on the exact cost model), score every group once and choose
+the channels (lowest scores, unless the method chooses). ``carry_out``: let the method adjust weights,
+remove the channels, compensate (``pruning.compensation``), and run the pruned model against the original.
+A layerwise schedule calls ``carry_out`` once per group with fine-tuning in between.
 
 ``preflight(model, ...)`` does everything that does not need scores (groups, rules, the counts, a trial
 prune and forward) so that a bad plan is reported before the run folder exists or any time is spent.
@@ -20,10 +23,11 @@ import torch.nn as nn
 from ..errors import SurgeryError
 from ..methods.base import PruningMethod
 from ..recipe import PruningConfig
+from .compensate import CompensationResult, compensate
 from .cost import CostModel
 from .graph import GroupInfo, build_graph, describe_groups, example_input, find_heads, select_layers
-from .plan import GroupPlan, group_ratios, selection
-from .search import TOLERANCE_PCT, Plan, plan_for_ratio, plan_for_target
+from .plan import GroupPlan, group_ratios, select_pruned, selection
+from .search import Plan, plan_for_ratio, plan_for_target, target_of
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,8 @@ class Surgery:
     macs_before: int
     macs_after: int
     search: tuple[dict, ...] = field(default=())  # MACs-target search trials on the cost model
+    compensation: tuple[dict, ...] = field(default=())  # what each carry_out step compensated
+    allocation: str = "recipe"  # "recipe" (ratios / target) or "method" (the method decided the counts)
 
     @property
     def pruned_groups(self) -> tuple[GroupResult, ...]:
@@ -70,18 +76,32 @@ class Layout:
 
 def analyse(model: nn.Module, example: torch.Tensor, cfg: PruningConfig) -> Layout:
     groups, skipped, graph = prunable_groups(model, example, cfg)
-    plans = group_ratios([info for info, _ in groups], cfg, cfg.ratio or 0.0)
+    ratios = layer_ratio_map(model, example, cfg)
+    plans = group_ratios([info for info, _ in groups], cfg, cfg.ratio or 0.0, ratios)
     _check_rules_used(plans, cfg)
     return Layout(groups, skipped, plans, CostModel.build(model, example, groups, graph))
 
 
+def layer_ratio_map(model: nn.Module, example: torch.Tensor, cfg: PruningConfig) -> dict[str, float]:
+    """``pruning.layer_ratios`` by layer name: one entry per conv layer in module order, the head excluded."""
+    if not cfg.layer_ratios:
+        return {}
+    heads = set(find_heads(model, example))
+    convs = [n for n, m in model.named_modules() if isinstance(m, nn.modules.conv._ConvNd) and n not in heads]
+    if len(convs) != len(cfg.layer_ratios):
+        shown = ", ".join(convs[:4]) + (", ..." if len(convs) > 4 else "")
+        raise SurgeryError(f"pruning.layer_ratios: {len(cfg.layer_ratios)} entries, but {type(model).__name__} has "
+                           f"{len(convs)} conv layers ({shown}); give one removal ratio per conv layer, in module order")
+    return dict(zip(convs, cfg.layer_ratios))
+
+
 def plan_counts(layout: Layout, cfg: PruningConfig) -> Plan:
-    """Kept channels per group, from the ratios or the MACs target; refuses a plan that removes nothing."""
-    if cfg.macs_reduction_pct is not None:
+    """Kept channels per group, from the ratios or the target; refuses a plan that removes nothing."""
+    if target_of(cfg) is not None:
         plan = plan_for_target(layout.plans, layout.cost, cfg)
     else:
         plan = plan_for_ratio(layout.plans, layout.cost, cfg, cfg.ratio or 0.0)
-    requested = any(p.ratio > 0 for p in layout.plans if p.fixed) or (cfg.ratio or 0) > 0 or cfg.macs_reduction_pct
+    requested = any(p.ratio > 0 for p in layout.plans if p.fixed) or (cfg.ratio or 0) > 0 or target_of(cfg)
     if requested and all(plan.kept[p.info.key] == p.info.channels for p in layout.plans):
         widest = max(p.info.channels for p in layout.plans)
         raise SurgeryError(f"pruning removes no channel: rounded to multiples of pruning.round_to {cfg.round_to} and "
@@ -90,11 +110,14 @@ def plan_counts(layout: Layout, cfg: PruningConfig) -> Plan:
     return plan
 
 
-def preflight(model: nn.Module, input_shape: tuple[int, int, int], cfg: PruningConfig) -> Plan:
-    """Check the plan without scores: groups, rules, counts, and a trial prune that must still run."""
+def preflight(model: nn.Module, input_shape: tuple[int, int, int], cfg: PruningConfig) -> Plan | None:
+    """Check the plan without scores: groups, rules, counts, and a trial prune that must still run.
+    Returns None when the recipe leaves the amount to the method (e.g. functionality's threshold)."""
     example = example_input(input_shape)
     trial = copy.deepcopy(model).cpu().eval()
     layout = analyse(trial, example, cfg)
+    if not cfg.sets_amount:
+        return None
     plan = plan_counts(layout, cfg)
     first = {p.info.key: torch.arange(p.info.channels, 0, -1).float() for p in layout.plans}  # any order will do
     apply_selection(trial, example, selection(layout.plans, first, plan.kept))
@@ -102,35 +125,87 @@ def preflight(model: nn.Module, input_shape: tuple[int, int, int], cfg: PruningC
     return plan
 
 
-def prune(model: nn.Module, input_shape: tuple[int, int, int], method: PruningMethod,
-          cfg: PruningConfig) -> Surgery:
-    """Prune ``model`` in place and return it with everything the report needs."""
-    from ..profiling.macs import count_torch
+@dataclass(frozen=True)
+class Decision:
+    """Which channels go, decided once on the unpruned model."""
 
-    example = example_input(input_shape)
+    layout: Layout
+    plan: Plan
+    chosen: dict[str, list[int]]  # group key -> channel indices to remove
+    original: nn.Module  # an unpruned copy: the reference for compensation, widths and checks
+    example: torch.Tensor
+    allocation: str
+
+
+def decide(model: nn.Module, input_shape: tuple[int, int, int], method: PruningMethod, cfg: PruningConfig,
+           ctx=None) -> Decision:
+    example = example_input(input_shape, next(model.parameters()).device)
     original = copy.deepcopy(model).eval()
     layout = analyse(model, example, cfg)
-    plan = plan_counts(layout, cfg)
+    if method.needs_calibration:
+        if ctx is None:
+            raise ValueError(f"method {method.name} needs calibration data")
+        method.calibrate(model, [info for info, _ in layout.groups], ctx)
+    kept = method.allocate(layout, cfg)
+    if kept is not None:
+        plan, allocation = Plan(kept, cfg.ratio or 0.0, (), (), layout.cost.reduction_pct(kept)), "method"
+    else:
+        plan, allocation = plan_counts(layout, cfg), "recipe"
     scores = _score(method, layout.groups)
-    chosen = selection(layout.plans, scores, plan.kept)
-    history = apply_selection(model, example, chosen)
-    check_forward(original, model, example)
-    macs_before, macs_after = count_torch(original, input_shape).macs, count_torch(model, input_shape).macs
-    _check_target(cfg, macs_before, macs_after)
-    return Surgery(model=model, history=history, groups=_results(layout.plans, plan), skipped=layout.skipped,
-                   widths=width_table(original, model), global_ratio=plan.ratio, macs_before=macs_before,
-                   macs_after=macs_after, search=plan.trials)
+    chosen = {}
+    for p in layout.plans:
+        key = p.info.key
+        idxs = method.choose(key, scores[key], plan.kept[key], p.info.slices)
+        idxs = select_pruned(scores[key], plan.kept[key], p.info.slices) if idxs is None else idxs
+        if idxs:
+            chosen[key] = idxs
+    return Decision(layout, plan, chosen, original, example, allocation)
 
 
-def _check_target(cfg: PruningConfig, before: int, after: int) -> None:
-    """The counted reduction must meet the target the cost model planned for (a guard on the cost model)."""
-    if cfg.macs_reduction_pct is None:
-        return
-    achieved = 100.0 * (1 - after / before)
-    if abs(achieved - cfg.macs_reduction_pct) > TOLERANCE_PCT:
-        raise SurgeryError(f"pruning.macs_reduction_pct: planned {cfg.macs_reduction_pct}% but the pruned model "
-                           f"counts {achieved:.2f}%: this architecture maps channels to MACs in a way the cost "
-                           "model does not capture; set pruning.ratio instead and report this model to us")
+def carry_out(model: nn.Module, decision: Decision, method: PruningMethod, cfg: PruningConfig, ctx=None,
+              keys: list[str] | None = None) -> tuple[list, CompensationResult]:
+    """Remove the decided channels of ``keys`` (default: all) from ``model``, then compensate."""
+    chosen = {k: v for k, v in decision.chosen.items() if keys is None or k in keys}
+    method.before_removal(model, chosen)
+    history = apply_selection(model, decision.example, chosen)
+    kind = method.default_compensation if cfg.compensation == "auto" else cfg.compensation
+    if kind != "none" and ctx is None:
+        raise ValueError(f"compensation {kind} needs calibration data")
+    done = compensate(kind, decision.original, model, [info for info, _ in decision.layout.groups], chosen, ctx,
+                      cfg.compensation_images)
+    check_forward(decision.original, model, decision.example)
+    return history, done
+
+
+def summarize(model: nn.Module, decision: Decision, cfg: PruningConfig, history: list,
+              compensations: list[CompensationResult]) -> Surgery:
+    from ..profiling.macs import count_torch
+
+    shape = tuple(decision.example.shape[1:])
+    before, after = count_torch(decision.original, shape).macs, count_torch(model, shape).macs
+    _check_cost_model(decision, before, after)
+    return Surgery(model=model, history=history, groups=_results(decision),
+                   skipped=decision.layout.skipped, widths=width_table(decision.original, model),
+                   global_ratio=decision.plan.ratio, macs_before=before, macs_after=after, search=decision.plan.trials,
+                   compensation=tuple(c.to_json() for c in compensations), allocation=decision.allocation)
+
+
+def prune(model: nn.Module, input_shape: tuple[int, int, int], method: PruningMethod, cfg: PruningConfig,
+          ctx=None) -> Surgery:
+    """Prune ``model`` in place (one-shot) and return it with everything the report needs."""
+    decision = decide(model, input_shape, method, cfg, ctx)
+    history, done = carry_out(model, decision, method, cfg, ctx)
+    return summarize(model, decision, cfg, history, [done])
+
+
+def _check_cost_model(decision: Decision, before: int, after: int) -> None:
+    """What was counted must be what the plan predicted (a guard on the cost model)."""
+    cost, removed = decision.layout.cost, decision.chosen
+    kept = {p.info.key: p.info.channels - len(removed.get(p.info.key, [])) for p in decision.layout.plans}
+    if cost.macs(kept) != after or cost.base_macs != before:
+        raise SurgeryError(f"the pruned model counts {after} MACs where the plan predicted {cost.macs(kept)}: this "
+                           "architecture maps channels to MACs in a way the cost model does not capture; set "
+                           "pruning.ratio instead and report this model to us")
 
 
 def prunable_groups(model: nn.Module, example: torch.Tensor, cfg: PruningConfig):
@@ -159,7 +234,7 @@ def prunable_groups(model: nn.Module, example: torch.Tensor, cfg: PruningConfig)
 def _score(method: PruningMethod, groups) -> dict[str, torch.Tensor]:
     scores = {}
     for info, group in groups:
-        value = torch.as_tensor(method.score(group)).detach().float().flatten().cpu()
+        value = torch.as_tensor(method.score(info, group)).detach().float().flatten().cpu()
         if value.numel() != info.channels:
             raise RuntimeError(f"method {method.name} returned {value.numel()} scores for group {info.key} "
                                f"with {info.channels} channels")
@@ -229,13 +304,14 @@ def _chans(module: nn.Module, side: str) -> int:
     return module.in_channels if side == "in" else module.out_channels
 
 
-def _results(plans: list[GroupPlan], plan: Plan) -> tuple[GroupResult, ...]:
+def _results(decision: Decision) -> tuple[GroupResult, ...]:
     rows = []
-    for p in plans:
+    for p in decision.layout.plans:
         info: GroupInfo = p.info
-        moved = info.key in plan.moved
-        rows.append(GroupResult(key=info.key, channels=info.channels, kept=plan.kept[info.key],
-                                requested_ratio=p.ratio if p.fixed else plan.ratio,
-                                rule="global (search step)" if moved else p.rule,
+        moved = info.key in decision.plan.moved
+        rule = "method" if decision.allocation == "method" else "global (search step)" if moved else p.rule
+        rows.append(GroupResult(key=info.key, channels=info.channels,
+                                kept=info.channels - len(decision.chosen.get(info.key, [])),
+                                requested_ratio=p.ratio if p.fixed else decision.plan.ratio, rule=rule,
                                 residual=info.residual, producers=info.producers))
     return tuple(rows)

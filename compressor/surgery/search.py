@@ -24,6 +24,15 @@ EXHAUSTIVE_LIMIT = 20_000  # search every combination of kept counts below this 
 BEAM_WIDTH = 8
 
 
+def target_of(cfg: PruningConfig) -> tuple[str, float] | None:
+    """(metric, percent) of the recipe's reduction target: "macs" or "params" (conv/linear weights)."""
+    if cfg.macs_reduction_pct is not None:
+        return "macs", cfg.macs_reduction_pct
+    if cfg.params_reduction_pct is not None:
+        return "params", cfg.params_reduction_pct
+    return None
+
+
 @dataclass(frozen=True)
 class Plan:
     kept: dict[str, int]  # group key -> channels kept
@@ -39,18 +48,18 @@ def plan_for_ratio(plans: list[GroupPlan], cost: CostModel, cfg: PruningConfig, 
 
 
 def plan_for_target(plans: list[GroupPlan], cost: CostModel, cfg: PruningConfig) -> Plan:
-    target = cfg.macs_reduction_pct
+    metric, target = target_of(cfg)
     trials: list[dict] = []
 
     def evaluate(ratio: float) -> tuple[dict[str, int], float]:
         kept = kept_counts(plans, cfg.round_to, cfg.min_channels, ratio)
-        value = cost.reduction_pct(kept)
-        trials.append({"ratio": round(ratio, 6), "macs_reduction_pct": round(value, 3)})
+        value = cost.reduction_pct(kept, metric)
+        trials.append({"ratio": round(ratio, 6), f"{metric}_reduction_pct": round(value, 3)})
         return kept, value
 
     _, most = evaluate(1.0)
     if most < target - TOLERANCE_PCT:
-        raise SurgeryError(_out_of_reach(target, most, cfg))
+        raise SurgeryError(_out_of_reach(metric, target, most, cfg))
     lo, hi = 0.0, 1.0
     for _ in range(40):
         mid = (lo + hi) / 2
@@ -63,18 +72,20 @@ def plan_for_target(plans: list[GroupPlan], cost: CostModel, cfg: PruningConfig)
     kept, value = evaluate(lo)
     if abs(value - target) <= TOLERANCE_PCT:
         return Plan(kept, lo, (), tuple(trials), value)
-    kept = _local_search(kept, plans, cost, cfg, target)
+    kept = local_search(kept, plans, cost, cfg, metric, target)
     moved = tuple(k for k, v in kept.items() if v != kept_counts(plans, cfg.round_to, cfg.min_channels, lo)[k])
-    return Plan(kept, lo, moved, tuple(trials), cost.reduction_pct(kept))
+    return Plan(kept, lo, moved, tuple(trials), cost.reduction_pct(kept, metric))
 
 
-def _local_search(kept: dict[str, int], plans: list[GroupPlan], cost: CostModel, cfg: PruningConfig,
-                  target: float) -> dict[str, int]:
+def local_search(kept: dict[str, int], plans: list[GroupPlan], cost: CostModel, cfg: PruningConfig, metric: str,
+                 target: float) -> dict[str, int]:
+    """The most uniform plan within the tolerance among those reachable by rounding steps from ``kept``
+    (all of them when few); raises SurgeryError when none is."""
     ladders = {p.info.key: _ladder(p, cfg) for p in plans if not p.fixed}
     channels = {p.info.key: p.info.channels for p in plans}
 
     def rank(k: dict[str, int]) -> tuple:
-        error = abs(cost.reduction_pct(k) - target)
+        error = abs(cost.reduction_pct(k, metric) - target)
         return (error > TOLERANCE_PCT, _spread(k, channels) if error <= TOLERANCE_PCT else error)
 
     if math.prod(len(v) for v in ladders.values()) <= EXHAUSTIVE_LIMIT:
@@ -84,8 +95,8 @@ def _local_search(kept: dict[str, int], plans: list[GroupPlan], cost: CostModel,
         best = _beam(kept, ladders, rank)
     if rank(best)[0]:
         raise SurgeryError(
-            f"pruning.macs_reduction_pct: cannot get within {TOLERANCE_PCT} point of {target}% (closest "
-            f"{cost.reduction_pct(best):.2f}%): the channel counts are too coarse (pruning.round_to {cfg.round_to}, "
+            f"pruning.{metric}_reduction_pct: cannot get within {TOLERANCE_PCT} point of {target}% (closest "
+            f"{cost.reduction_pct(best, metric):.2f}%): the channel counts are too coarse (pruning.round_to {cfg.round_to}, "
             f"min_channels {cfg.min_channels}); lower round_to, set a ratio instead, or add per-layer ratios")
     return best
 
@@ -142,12 +153,13 @@ def _spread(kept: dict[str, int], channels: dict[str, int]) -> float:
     return sum((f - mean) ** 2 for f in fractions) / len(fractions)
 
 
-def _out_of_reach(target: float, most: float, cfg: PruningConfig) -> str:
+def _out_of_reach(metric: str, target: float, most: float, cfg: PruningConfig) -> str:
     hints = ["lower the target", "relax pruning.ignore / pruning.layers"]
     if cfg.residual == "internal":
         hints.append("use residual: coupled")
     if cfg.round_to > 1 or cfg.min_channels > 1:
         hints.append("lower pruning.round_to / min_channels")
-    return (f"pruning.macs_reduction_pct: {target}% is out of reach; keeping the minimum "
+    what = "MACs" if metric == "macs" else "conv/linear parameters"
+    return (f"pruning.{metric}_reduction_pct: {target}% is out of reach; keeping the minimum "
             f"(max(round_to, min_channels) = {max(cfg.round_to, cfg.min_channels)} channels) in every allowed group "
-            f"with residual: {cfg.residual} removes {most:.1f}% of MACs ({'; '.join(hints)})")
+            f"with residual: {cfg.residual} removes {most:.1f}% of {what} ({'; '.join(hints)})")

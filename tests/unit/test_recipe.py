@@ -79,7 +79,7 @@ def test_bad_values_name_the_field(tmp_path, path, value, expect):
 def test_ratio_and_target_are_exclusive_and_one_is_needed(tmp_path):
     data = base()
     data["pruning"]["ratio"] = 0.3
-    assert "either ratio or macs_reduction_pct" in error_of(tmp_path, data)
+    assert "not ratio and macs_reduction_pct" in error_of(tmp_path, data)
     data["pruning"] = {"residual": "internal"}
     assert "nothing to prune" in error_of(tmp_path, data)
 
@@ -200,3 +200,8 @@ def test_setting_another_kind_of_entry_replaces_it():
     assert recipe.method.name == "fpgm"
     recipe = load_recipe(QUICKSTART, ["data.train={num_images: 300}"])  # same kind: merged
     assert recipe.data.train.format == "synthetic" and recipe.data.train.num_images == 300
+
+
+def test_switching_the_method_by_name_drops_the_old_methods_defaults():
+    recipe = load_recipe(QUICKSTART, ["method.name=hrank"])
+    assert recipe.method.name == "hrank" and recipe.method.images == 500

@@ -34,13 +34,13 @@ def first_group():
 
 def test_l1_first_is_the_filter_norm_of_li_et_al():
     model, group = first_group()
-    scores = build_method(L1Options(name="l1", reduction="first")).score(group)
+    scores = build_method(L1Options(name="l1", reduction="first")).score(None, group)
     assert torch.allclose(scores, model.conv1.weight.abs().sum((1, 2, 3)))
 
 
 def test_l2_mean_averages_producer_and_consumer_slices():
     model, group = first_group()
-    scores = build_method(L2Options(name="l2")).score(group)
+    scores = build_method(L2Options(name="l2")).score(None, group)
     own = model.conv1.weight.pow(2).sum((1, 2, 3))
     consumer = model.conv2.weight.pow(2).sum((0, 2, 3))
     assert torch.allclose(scores, (own + consumer) / 2)
@@ -48,7 +48,7 @@ def test_l2_mean_averages_producer_and_consumer_slices():
 
 def test_fpgm_scores_distance_to_the_others():
     model, group = first_group()
-    scores = build_method(FPGMOptions(name="fpgm", reduction="first")).score(group)
+    scores = build_method(FPGMOptions(name="fpgm", reduction="first")).score(None, group)
     w = model.conv1.weight.detach().pow(2).flatten(1)  # torch-pruning's FPGM works on |w|^p
     expected = torch.cdist(w, w).sum(0)
     assert torch.allclose(scores, expected, rtol=1e-5)
@@ -56,9 +56,9 @@ def test_fpgm_scores_distance_to_the_others():
 
 def test_random_is_seeded():
     _, group = first_group()
-    a = build_method(RandomOptions(name="random"), seed=3).score(group)
-    b = build_method(RandomOptions(name="random"), seed=3).score(group)
-    c = build_method(RandomOptions(name="random"), seed=4).score(group)
+    a = build_method(RandomOptions(name="random"), seed=3).score(None, group)
+    b = build_method(RandomOptions(name="random"), seed=3).score(None, group)
+    c = build_method(RandomOptions(name="random"), seed=4).score(None, group)
     assert torch.equal(a, b) and not torch.equal(a, c) and a.shape == (6,)
 
 

@@ -1,0 +1,117 @@
+"""PFP's budget allocation from one global epsilon, its sampling variant, and the re-weighting of kept
+channels (see ``pfp.py`` for the method and the paper)."""
+
+from __future__ import annotations
+
+import math
+import zlib
+
+import torch
+
+from ..errors import SurgeryError
+from .pfp import C_CONSTANT, DELTA
+
+BUDGET_TOLERANCE = 0.005  # relative: the allocated cost must be within 0.5% of the budget
+LOG_EPS_RANGE = (math.log(1e-300), math.log(1e150))  # the reference's bracket for epsilon
+
+
+def allocate(method, layout, cfg) -> dict[str, int] | None:
+    """Kept channels per group for the epsilon whose pruned network meets the budget."""
+    from ..surgery.plan import kept_counts
+    from ..surgery.search import target_of
+
+    target = target_of(cfg)
+    if target is None:
+        return None  # a plain ratio: PFP only scores, surgery decides the counts
+    metric, pct = target
+    fixed = kept_counts([p for p in layout.plans if p.fixed], cfg.round_to, cfg.min_channels, 0.0)
+    terms = {p.info.key: _terms(method, p.info, math.lcm(cfg.round_to, p.info.slices)) for p in layout.plans
+             if not p.fixed}
+    cost = layout.cost.params if metric == "params" else layout.cost.macs
+    budget = (layout.cost.base_params if metric == "params" else layout.cost.base_macs) * (1 - pct / 100)
+
+    def kept_at(log_eps: float) -> dict[str, int]:
+        eps = math.exp(log_eps)
+        kept = {key: _rounded(_unique(t, eps), t["channels"], t["multiple"], cfg.min_channels)
+                for key, t in terms.items()}
+        return {**fixed, **kept}
+
+    lo, hi = LOG_EPS_RANGE  # small eps: many samples, everything kept; large eps: one channel per group
+    if cost(kept_at(hi)) > budget:
+        raise SurgeryError(f"method pfp: a {pct}% {metric} reduction is out of reach even keeping one sampled "
+                           "channel per group; lower the target")
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if cost(kept_at(mid)) > budget else (lo, mid)
+    best = min((kept_at(lo), kept_at(hi)), key=lambda k: abs(cost(k) - budget))
+    error = (cost(best) - budget) / budget
+    adjusted = abs(error) > BUDGET_TOLERANCE
+    if adjusted:  # rounding made the allocation jump over the budget: take rounding steps from it to the target
+        from ..surgery.search import local_search
+
+        best = local_search(best, layout.plans, layout.cost, cfg, metric, pct)
+    method.details = {"epsilon": math.exp(hi), "sample_size": method.sample_size, "budget_metric": metric,
+                      "budget": round(budget), "allocated": cost(best),
+                      "budget_error_pct": round(100 * (cost(best) - budget) / budget, 4),
+                      "epsilon_allocation_error_pct": round(100 * error, 4), "adjusted_by_rounding_search": adjusted}
+    return best
+
+
+def _terms(method, info, multiple: int) -> dict:
+    """The per-group quantities of the sample complexity: S = sum of sensitivities, p_c, alpha."""
+    scores = method.score(info, None).double()
+    total = float(scores.sum())
+    positions, kernel = max((method.geometry[layer] for layer in info.consumer_slots if layer in method.geometry),
+                            key=lambda g: (g[0] + 1) * g[1])
+    alpha = 2 * C_CONSTANT * math.log(8 * (positions + 1) * kernel / DELTA)
+    probs = scores / total if total > 0 else torch.full_like(scores, 1 / scores.numel())
+    return {"coeff": alpha * total, "probs": probs, "channels": info.channels, "multiple": multiple}
+
+
+def _unique(terms: dict, eps: float) -> float:
+    """Expected number of distinct channels among m(eps) samples from p."""
+    m = max(1.0, math.ceil(3 * (6 + 2 * eps) * terms["coeff"] / eps**2)) if terms["coeff"] > 0 else 1.0
+    return float((1 - (1 - terms["probs"]) ** min(m, 1e18)).sum())
+
+
+def _rounded(unique: float, channels: int, multiple: int, minimum: int) -> int:
+    keep = max(1, math.ceil(unique - 1e-9))
+    keep = max(multiple, int(round(keep / multiple)) * multiple, math.ceil(minimum / multiple) * multiple)
+    return min(keep, channels)
+
+
+def sample_channels(scores: torch.Tensor, keep: int, seed: int, key: str = "") -> tuple[torch.Tensor, torch.Tensor]:
+    """PFPNetRand: draw m channels from p = s / sum s (m chosen so that about ``keep`` are distinct); return the
+    distinct channels and their weights count / (m p)."""
+    probs = scores.double().clamp(min=0)
+    probs = probs / probs.sum() if probs.sum() > 0 else torch.full_like(probs, 1 / probs.numel())
+    m = _samples_for(probs, keep)
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(key.encode()))
+    draws = torch.multinomial(probs.float(), m, replacement=True, generator=generator)
+    counts = torch.bincount(draws, minlength=probs.numel()).double()
+    kept = torch.nonzero(counts > 0).flatten()
+    return kept, counts[kept] / (m * probs[kept])
+
+
+def _samples_for(probs: torch.Tensor, keep: int) -> int:
+    """Smallest m whose expected number of distinct draws reaches ``keep``."""
+    lo, hi = 1, 1
+    while float((1 - (1 - probs) ** hi).sum()) < keep and hi < 10**9:
+        hi *= 2
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (mid + 1, hi) if float((1 - (1 - probs) ** mid).sum()) < keep else (lo, mid)
+    return lo
+
+
+def reweight(model, weights: dict, groups: dict) -> None:
+    """Scale each kept channel's weights in every consuming layer by count / (m p) (before removal)."""
+    for key, (kept, factor) in weights.items():
+        for layer, slots in groups[key].consumer_slots.items():
+            module = model.get_submodule(layer)
+            scale = torch.ones(module.weight.shape[1], dtype=torch.float64)
+            for channel, value in zip(kept.tolist(), factor.tolist()):
+                scale[slots.layer_idx[slots.root_idx == channel]] = value
+            with torch.no_grad():
+                shape = (1, -1) + (1,) * (module.weight.dim() - 2)
+                module.weight.mul_(scale.view(shape).to(module.weight.dtype))

@@ -1,0 +1,252 @@
+"""Compensation: make the layers after a pruned group absorb what the removed channels carried.
+
+``fold`` (one calibration pass on the original model): each removed channel's map, as its consuming
+layer sees it, is regressed on the kept channels' maps plus a constant, a_r ~ sum_k beta_rk a_k + gamma_r;
+the consumer's weights then take over: W[:, k] += sum_r beta_rk W[:, r], and the constant goes into the
+consumer's bias or the running mean of the BatchNorm right after it. Exact when a removed channel
+duplicates a kept one (beta = 1 on its twin); for a kxk consumer the constant is exact away from the
+zero-padded border.
+
+``least_squares`` (ThiNet / channel-pruning style, one pass per consuming layer, in model order): each
+consuming layer is re-fitted so that, from the pruned network's actual inputs (upstream layers already
+compensated), it reproduces the original network's output of that layer: ridge-regularised normal
+equations on im2col patches, solved in float64.
+
+Grouped (non-depthwise) consumers and consumers reached through an index mapping (a flatten) are left as
+they are; the report lists them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..methods.base import CalibrationContext
+from ..methods.calibration import InputProbe, calibration_batches
+from .graph import GroupInfo
+
+RIDGE = 1e-6  # ridge, relative to the mean diagonal of the Gram matrix
+POSITIONS_PER_BATCH = 8192  # least squares: rows sampled per batch (all of them when fewer)
+
+
+@dataclass
+class CompensationResult:
+    kind: str
+    layers: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    images: int = 0
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "layers": self.layers, "skipped": self.skipped, "images": self.images}
+
+
+def compensate(kind: str, original: nn.Module, pruned: nn.Module, groups: list[GroupInfo],
+               removed: dict[str, list[int]], ctx: CalibrationContext, images: int | None) -> CompensationResult:
+    result = CompensationResult(kind)
+    targets = _targets(original, groups, removed, result)
+    if kind == "none" or not targets:
+        return result
+    if kind == "fold":
+        _fold(original, pruned, targets, ctx, images, result)
+    else:
+        _least_squares(original, pruned, targets, ctx, images, result)
+    return result
+
+
+@dataclass
+class _Target:
+    """One consuming layer of pruned channels: which of its input channels are kept / removed."""
+
+    layer: str
+    kept: torch.Tensor  # original input-channel indices kept (all groups), ascending
+    removed: torch.Tensor  # original input-channel indices removed by the pruned groups
+    out_kept: torch.Tensor  # original output-channel indices the pruned layer still has
+
+
+def _targets(original: nn.Module, groups: list[GroupInfo], removed: dict[str, list[int]],
+             result: CompensationResult) -> dict[str, _Target]:
+    cut: dict[str, set[int]] = {}
+    for info in groups:
+        gone = set(removed.get(info.key, []))
+        if not gone:
+            continue
+        for layer, slots in info.consumer_slots.items():
+            module = original.get_submodule(layer)
+            if len(set(slots.root_idx.tolist())) != len(slots.root_idx):
+                result.skipped[layer] = "reached through an index mapping (flatten)"
+            elif isinstance(module, nn.modules.conv._ConvNd) and module.groups > 1:
+                result.skipped[layer] = "grouped convolution"
+            else:
+                mask = torch.tensor([r in gone for r in slots.root_idx.tolist()])
+                cut.setdefault(layer, set()).update(slots.layer_idx[mask].tolist())
+    targets = {}
+    for layer, gone in cut.items():
+        if layer in result.skipped:
+            continue
+        module = original.get_submodule(layer)
+        kept = torch.tensor([c for c in range(_in_channels(module)) if c not in gone])
+        out_gone = _outputs_removed(layer, groups, removed)
+        out_kept = torch.tensor([c for c in range(_out_channels(module)) if c not in out_gone])
+        targets[layer] = _Target(layer, kept, torch.tensor(sorted(gone)), out_kept)
+    return targets
+
+
+def _outputs_removed(layer: str, groups: list[GroupInfo], removed: dict[str, list[int]]) -> set[int]:
+    """Output channels of ``layer`` removed by the groups it produces for."""
+    gone: set[int] = set()
+    for info in groups:
+        slots = info.producer_slots.get(layer)
+        if slots is not None and removed.get(info.key):
+            mask = torch.tensor([r in set(removed[info.key]) for r in slots.root_idx.tolist()])
+            gone.update(slots.layer_idx[mask].tolist())
+    return gone
+
+
+def _in_channels(module: nn.Module) -> int:
+    return module.in_features if isinstance(module, nn.Linear) else module.in_channels
+
+
+def _out_channels(module: nn.Module) -> int:
+    return module.out_features if isinstance(module, nn.Linear) else module.out_channels
+
+
+# ------------------------------------------------------------------------------------------------ fold
+def _fold(original, pruned, targets: dict[str, _Target], ctx, images, result: CompensationResult) -> None:
+    probe = InputProbe(original, list(targets))
+    grams: dict[str, torch.Tensor] = {}
+    seen = 0
+    norms = _norm_after(original, list(targets), ctx)
+    for batch in calibration_batches(ctx, images, "compensation: fold"):
+        for layer, x in probe.run(batch).items():
+            maps = _channel_rows(x)  # (rows, C) with a column of ones appended
+            gram = maps.T @ maps
+            grams[layer] = grams[layer] + gram if layer in grams else gram
+        seen += batch.shape[0]
+    for layer, target in targets.items():
+        beta, gamma = _regress(grams[layer], target.kept, target.removed)
+        _fold_into(original, pruned, layer, target, beta, gamma, norms.get(layer))
+        result.layers.append(layer)
+    result.images = seen
+
+
+def _channel_rows(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) or (B, C) -> (B*H*W, C+1) float64 rows, last column all ones (the intercept)."""
+    rows = x.double().transpose(0, 1).reshape(x.shape[1], -1).T if x.dim() > 2 else x.double()
+    return torch.cat([rows, torch.ones(rows.shape[0], 1, dtype=rows.dtype, device=rows.device)], 1).cpu()
+
+
+def _regress(gram: torch.Tensor, kept: torch.Tensor, removed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Least-squares beta (removed x kept) and gamma (removed) from the Gram matrix of [maps, 1]."""
+    ones = gram.shape[0] - 1
+    cols = torch.cat([kept, torch.tensor([ones])])
+    a = gram[cols][:, cols]
+    b = gram[cols][:, removed]
+    ridge = RIDGE * a.diagonal().mean().clamp(min=1e-12)
+    solution = torch.linalg.solve(a + ridge * torch.eye(len(cols), dtype=a.dtype), b)  # (kept+1, removed)
+    return solution[:-1].T, solution[-1]
+
+
+def _fold_into(original, pruned, layer: str, target: _Target, beta: torch.Tensor, gamma: torch.Tensor,
+               norm: str | None) -> None:
+    old = original.get_submodule(layer).weight.detach().double()[target.out_kept]
+    new = pruned.get_submodule(layer)
+    w_removed = old[:, target.removed]  # (out, removed, ...)
+    extra = torch.einsum("rk,or...->ok...", beta, w_removed)
+    with torch.no_grad():
+        new.weight.copy_((old[:, target.kept] + extra).to(new.weight.dtype))
+        shift = torch.einsum("r,or->o", gamma, w_removed.reshape(w_removed.shape[0], w_removed.shape[1], -1).sum(-1))
+        _add_constant(pruned, new, shift, norm)
+
+
+def _add_constant(model: nn.Module, layer: nn.Module, shift: torch.Tensor, norm: str | None) -> None:
+    """Add ``shift`` to the layer's output: into its bias, or into the BatchNorm right after it."""
+    if layer.bias is not None:
+        layer.bias.add_(shift.to(layer.bias.dtype))
+    elif norm is not None:
+        bn = model.get_submodule(norm)
+        bn.running_mean.sub_(shift.to(bn.running_mean.dtype))
+
+
+def _norm_after(model: nn.Module, layers: list[str], ctx: CalibrationContext) -> dict[str, str]:
+    """For each layer, the BatchNorm that takes its output directly (if any), from one forward pass."""
+    outputs, inputs = {}, {}
+    names = {m: n for n, m in model.named_modules()}
+    hooks = [model.get_submodule(n).register_forward_hook(lambda m, i, o: outputs.__setitem__(names[m], o))
+             for n in layers]
+    hooks += [m.register_forward_pre_hook(lambda m, i: inputs.__setitem__(names[m], i[0]))
+              for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    try:
+        images, _ = next(iter(ctx.batches()))
+        with torch.no_grad():
+            model.eval()(images[:2].to(ctx.device))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return {layer: bn for layer, out in outputs.items() for bn, x in inputs.items() if x is out}
+
+
+# --------------------------------------------------------------------------------------- least squares
+class _Stop(Exception):
+    pass
+
+
+def _least_squares(original, pruned, targets: dict[str, _Target], ctx, images, result) -> None:
+    order = [n for n, _ in original.named_modules() if n in targets]
+    generator = torch.Generator().manual_seed(ctx.seed)
+    for layer in order:
+        a = b = None
+        seen = 0
+        for batch in calibration_batches(ctx, images, f"compensation: least squares {layer}"):
+            x = _capture(pruned, layer, batch, "input")
+            y = _capture(original, layer, batch, "output")[:, targets[layer].out_kept.to(batch.device)]
+            rows_x, rows_y = _design(pruned.get_submodule(layer), x, y, generator)
+            a = rows_x.T @ rows_x if a is None else a + rows_x.T @ rows_x
+            b = rows_x.T @ rows_y if b is None else b + rows_x.T @ rows_y
+            seen += batch.shape[0]
+        _refit(pruned.get_submodule(layer), a, b)
+        result.layers.append(layer)
+        result.images = seen
+
+
+def _capture(model: nn.Module, layer: str, batch: torch.Tensor, what: str) -> torch.Tensor:
+    """The input or output of one layer, running the model only up to that layer."""
+    found = {}
+
+    def hook(module, inputs, output):
+        found["x"] = (inputs[0] if what == "input" else output).detach()
+        raise _Stop
+
+    handle = model.get_submodule(layer).register_forward_hook(hook)
+    try:
+        with torch.no_grad():
+            model.eval()(batch)
+    except _Stop:
+        pass
+    finally:
+        handle.remove()
+    return found["x"]
+
+
+def _design(new: nn.Module, x: torch.Tensor, y: torch.Tensor, generator) -> tuple:
+    """Rows of (patches of the pruned input) and (original output without the bias, which stays), sampled."""
+    if new.bias is not None:
+        y = y - new.bias.detach().view(1, -1, *([1] * (y.dim() - 2)))
+    if isinstance(new, nn.Linear):
+        return x.double().cpu(), y.double().cpu()
+    patches = F.unfold(x, new.kernel_size, dilation=new.dilation, padding=new.padding, stride=new.stride)
+    rows_x = patches.transpose(1, 2).reshape(-1, patches.shape[1])
+    rows_y = y.flatten(2).transpose(1, 2).reshape(-1, y.shape[1])
+    if rows_x.shape[0] > POSITIONS_PER_BATCH:
+        pick = torch.randperm(rows_x.shape[0], generator=generator)[:POSITIONS_PER_BATCH].to(rows_x.device)
+        rows_x, rows_y = rows_x[pick], rows_y[pick]
+    return rows_x.double().cpu(), rows_y.double().cpu()
+
+
+def _refit(layer: nn.Module, a: torch.Tensor, b: torch.Tensor) -> None:
+    ridge = RIDGE * a.diagonal().mean().clamp(min=1e-12)
+    solution = torch.linalg.solve(a + ridge * torch.eye(a.shape[0], dtype=a.dtype), b)  # (fan_in, out)
+    with torch.no_grad():
+        layer.weight.copy_(solution.T.reshape(layer.weight.shape).to(layer.weight.dtype))
