@@ -458,8 +458,9 @@ def _apply_override(data: dict, item: str) -> None:
 
 def _merged(old: Any, new: Any) -> Any:
     """``--set section={...}`` updates the named fields and keeps the others, unless it switches the kind of
-    entry (another ``format`` or ``name``), which replaces the entry: its fields mean something else."""
-    if not (isinstance(old, dict) and isinstance(new, dict)):
+    entry (another ``format`` or ``name``), which replaces the entry: its fields mean something else.
+    ``--set section={}`` resets the section to its defaults."""
+    if not (isinstance(old, dict) and isinstance(new, dict)) or not new:
         return new
     if any(key in new and key in old and new[key] != old[key] for key in ("format", "name")):
         return new

@@ -53,6 +53,28 @@ def per_channel(values: dict[str, torch.Tensor], slots: dict, channels: int, red
     return out if reduce == "max" else out / count.clamp(min=1)
 
 
+def observable(module: nn.Module) -> bool:
+    """Layers whose inputs methods analyse per channel: linear layers and ungrouped convolutions."""
+    return isinstance(module, nn.Linear) or (isinstance(module, nn.modules.conv._ConvNd) and module.groups == 1)
+
+
+def input_grams(model: nn.Module, layers: list[str], ctx: CalibrationContext, images: int | None,
+                description: str) -> tuple[dict[str, torch.Tensor], int]:
+    """Per layer: the sum of r r^T over images and positions, r = [input channels, 1] (float64, on CPU);
+    and the number of images seen. Means, covariances and regressions of input channels all follow."""
+    probe = InputProbe(model, layers)
+    grams: dict[str, torch.Tensor] = {}
+    seen = 0
+    for batch in calibration_batches(ctx, images, description):
+        for layer, x in probe.run(batch).items():
+            rows = x.double().transpose(0, 1).reshape(x.shape[1], -1).T if x.dim() > 2 else x.double()
+            rows = torch.cat([rows, torch.ones(rows.shape[0], 1, dtype=rows.dtype, device=rows.device)], 1)
+            gram = (rows.T @ rows).cpu()
+            grams[layer] = grams[layer] + gram if layer in grams else gram
+        seen += batch.shape[0]
+    return grams, seen
+
+
 class InputProbe:
     """Records the input of each named layer during ``run(images)``."""
 

@@ -34,7 +34,7 @@ from pydantic import Field
 
 from ..errors import SurgeryError
 from .base import CalibrationContext, MethodOptions, PruningMethod, register
-from .calibration import InputProbe, calibration_batches
+from .calibration import input_grams, observable
 
 
 class FunctionalityOptions(MethodOptions):
@@ -61,8 +61,8 @@ class Functionality(PruningMethod):
 
     def calibrate(self, model, groups: list, ctx: CalibrationContext) -> None:
         layers = sorted({layer for info in groups for layer in info.consumer_slots
-                         if _eligible(model.get_submodule(layer))})
-        grams = response_grams(model, layers, ctx, self.options.images)
+                         if observable(model.get_submodule(layer))})
+        grams, _ = input_grams(model, layers, ctx, self.options.images, "functionality: responses")
         self.stats = {info.key: _group_stats(model, info, grams) for info in groups}
 
     def score(self, info, group) -> torch.Tensor:
@@ -91,23 +91,6 @@ class Functionality(PruningMethod):
 
 def layout_channels(layout, key: str) -> int:
     return next(p.info.channels for p in layout.plans if p.info.key == key)
-
-
-def _eligible(module: nn.Module) -> bool:
-    return isinstance(module, nn.Linear) or (isinstance(module, nn.modules.conv._ConvNd) and module.groups == 1)
-
-
-def response_grams(model: nn.Module, layers: list[str], ctx: CalibrationContext, images: int) -> dict:
-    """Per consuming layer: sum of x x^T over images and positions of [input channels, 1] (float64)."""
-    probe = InputProbe(model, layers)
-    grams: dict[str, torch.Tensor] = {}
-    for batch in calibration_batches(ctx, images, "functionality: responses"):
-        for layer, x in probe.run(batch).items():
-            rows = x.double().transpose(0, 1).reshape(x.shape[1], -1).T if x.dim() > 2 else x.double()
-            rows = torch.cat([rows, torch.ones(rows.shape[0], 1, dtype=rows.dtype, device=rows.device)], 1)
-            gram = (rows.T @ rows).cpu()
-            grams[layer] = grams[layer] + gram if layer in grams else gram
-    return grams
 
 
 def _group_stats(model: nn.Module, info, grams: dict) -> tuple[torch.Tensor, torch.Tensor]:

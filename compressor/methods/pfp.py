@@ -46,7 +46,7 @@ from pydantic import Field
 
 from ..errors import SurgeryError
 from .base import CalibrationContext, MethodOptions, PruningMethod, register
-from .calibration import InputProbe, calibration_batches, per_channel
+from .calibration import InputProbe, calibration_batches, observable, per_channel
 
 C_CONSTANT = 3.0
 DELTA = 1e-16
@@ -73,7 +73,7 @@ class PFP(PruningMethod):
 
     def calibrate(self, model, groups: list, ctx: CalibrationContext) -> None:
         consumers = sorted({layer for info in groups for layer in info.consumer_slots
-                            if _eligible(model.get_submodule(layer))})
+                            if observable(model.get_submodule(layer))})
         if not consumers:
             raise SurgeryError("method pfp: no prunable group feeds a conv (groups=1) or linear layer to score")
         self.geometry = _geometry(model, consumers, ctx)
@@ -109,15 +109,11 @@ class PFP(PruningMethod):
             reweight(model, getattr(self, "_weights", {}), self._groups)
 
 
-def _eligible(module: nn.Module) -> bool:
-    return isinstance(module, nn.Linear) or (isinstance(module, nn.Conv2d) and module.groups == 1)
-
-
 def formula_sample_size(model: nn.Module, ctx: CalibrationContext) -> int:
     """|S| = ceil(c log(8 eta* eta / delta)), capped by the calibration images available."""
     sizes = []
     hooks = [m.register_forward_hook(lambda m, i, o: sizes.append(o[0].numel()))
-             for m in model.modules() if _eligible(m)]
+             for m in model.modules() if observable(m)]
     try:
         images, _ = next(iter(ctx.batches()))
         with torch.no_grad():

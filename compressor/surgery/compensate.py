@@ -25,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..methods.base import CalibrationContext
-from ..methods.calibration import InputProbe, calibration_batches
+from ..methods.calibration import calibration_batches, input_grams
 from .graph import GroupInfo
 
 RIDGE = 1e-6  # ridge, relative to the mean diagonal of the Gram matrix
@@ -115,27 +115,13 @@ def _out_channels(module: nn.Module) -> int:
 
 # ------------------------------------------------------------------------------------------------ fold
 def _fold(original, pruned, targets: dict[str, _Target], ctx, images, result: CompensationResult) -> None:
-    probe = InputProbe(original, list(targets))
-    grams: dict[str, torch.Tensor] = {}
-    seen = 0
     norms = _norm_after(original, list(targets), ctx)
-    for batch in calibration_batches(ctx, images, "compensation: fold"):
-        for layer, x in probe.run(batch).items():
-            maps = _channel_rows(x)  # (rows, C) with a column of ones appended
-            gram = maps.T @ maps
-            grams[layer] = grams[layer] + gram if layer in grams else gram
-        seen += batch.shape[0]
+    grams, seen = input_grams(original, list(targets), ctx, images, "compensation: fold")
     for layer, target in targets.items():
         beta, gamma = _regress(grams[layer], target.kept, target.removed)
         _fold_into(original, pruned, layer, target, beta, gamma, norms.get(layer))
         result.layers.append(layer)
     result.images = seen
-
-
-def _channel_rows(x: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) or (B, C) -> (B*H*W, C+1) float64 rows, last column all ones (the intercept)."""
-    rows = x.double().transpose(0, 1).reshape(x.shape[1], -1).T if x.dim() > 2 else x.double()
-    return torch.cat([rows, torch.ones(rows.shape[0], 1, dtype=rows.dtype, device=rows.device)], 1).cpu()
 
 
 def _regress(gram: torch.Tensor, kept: torch.Tensor, removed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

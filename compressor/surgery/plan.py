@@ -52,10 +52,11 @@ def _first_rule(info: GroupInfo, cfg: PruningConfig) -> tuple[int, float] | None
 
 
 def kept_channels(channels: int, ratio: float, multiple: int, minimum: int) -> int:
-    """Channels kept when removing ``ratio`` of ``channels``, rounded to a multiple, never below ``minimum``."""
+    """Channels kept when removing ``ratio`` of ``channels``: floor(ratio x channels) go, as in HRank's and
+    torch-pruning's code; then rounded to a multiple, never below ``minimum``."""
     if ratio <= 0:
         return channels
-    keep = channels - round(ratio * channels)
+    keep = channels - math.floor(ratio * channels + 1e-9)
     keep = max(multiple, int(round(keep / multiple)) * multiple)
     keep = max(keep, math.ceil(minimum / multiple) * multiple)
     return min(keep, channels)

@@ -194,6 +194,11 @@ def test_setting_a_section_merges_into_it(tmp_path):
     assert recipe.pruning.residual == "coupled" and recipe.pruning.round_to == 8  # kept from the file
 
 
+def test_an_empty_mapping_resets_a_section():
+    recipe = load_recipe(QUICKSTART, ["gates={}"])
+    assert recipe.gates.max_accuracy_drop is None and recipe.gates.min_macs_reduction_pct is None
+
+
 def test_setting_another_kind_of_entry_replaces_it():
     recipe = load_recipe(QUICKSTART, ["data.test={format: npz, path: x.npz}", "method={name: fpgm}"])
     assert recipe.data.test.format == "npz" and recipe.data.test.images_key == "data"

@@ -11,7 +11,9 @@ from compressor.surgery.plan import kept_channels, select_pruned
 @pytest.mark.parametrize("channels,ratio,multiple,minimum,expected", [
     (64, 0.0, 8, 1, 64),     # no pruning keeps everything, even if not a multiple
     (64, 0.5, 1, 1, 32),
-    (64, 0.3, 8, 1, 48),     # keep 44.8 -> 45 -> nearest multiple of 8
+    (64, 0.3, 8, 1, 48),     # remove floor(19.2) = 19, keep 45 -> nearest multiple of 8
+    (16, 0.6, 1, 1, 7),      # HRank's reference: int(0.6 * 16) = 9 removed
+    (64, 0.95, 1, 1, 4),     # HRank's VGG first layer: int(60.8) = 60 removed, 4 kept
     (16, 0.99, 1, 1, 1),     # never below one channel
     (16, 0.99, 1, 4, 4),     # nor below min_channels
     (16, 0.99, 8, 1, 8),     # nor below one multiple
