@@ -53,6 +53,18 @@ def per_channel(values: dict[str, torch.Tensor], slots: dict, channels: int, red
     return out if reduce == "max" else out / count.clamp(min=1)
 
 
+def one_forward(model: nn.Module, ctx: CalibrationContext, hooks: list, images: int = 1) -> None:
+    """Push ``images`` calibration images through ``model`` (eval, no grad) with ``hooks`` attached (handles
+    already registered), then remove them: for shapes and wiring, not statistics."""
+    try:
+        batch, _ = next(iter(ctx.batches()))
+        with torch.no_grad():
+            model.eval()(batch[:images].to(ctx.device))
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
 def observable(module: nn.Module) -> bool:
     """Layers whose inputs methods analyse per channel: linear layers and ungrouped convolutions."""
     return isinstance(module, nn.Linear) or (isinstance(module, nn.modules.conv._ConvNd) and module.groups == 1)

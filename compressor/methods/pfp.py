@@ -46,7 +46,7 @@ from pydantic import Field
 
 from ..errors import SurgeryError
 from .base import CalibrationContext, MethodOptions, PruningMethod, register
-from .calibration import InputProbe, calibration_batches, observable, per_channel
+from .calibration import InputProbe, calibration_batches, observable, one_forward, per_channel
 
 C_CONSTANT = 3.0
 DELTA = 1e-16
@@ -112,15 +112,8 @@ class PFP(PruningMethod):
 def formula_sample_size(model: nn.Module, ctx: CalibrationContext) -> int:
     """|S| = ceil(c log(8 eta* eta / delta)), capped by the calibration images available."""
     sizes = []
-    hooks = [m.register_forward_hook(lambda m, i, o: sizes.append(o[0].numel()))
-             for m in model.modules() if observable(m)]
-    try:
-        images, _ = next(iter(ctx.batches()))
-        with torch.no_grad():
-            model.eval()(images[:1].to(ctx.device))
-    finally:
-        for hook in hooks:
-            hook.remove()
+    one_forward(model, ctx, [m.register_forward_hook(lambda m, i, o: sizes.append(o[0].numel()))
+                             for m in model.modules() if observable(m)])
     eta, eta_star = sum(sizes), max(sizes)
     return min(ctx.num_images, math.ceil(C_CONSTANT * math.log(8 * eta_star * eta / DELTA)))
 
@@ -128,17 +121,10 @@ def formula_sample_size(model: nn.Module, ctx: CalibrationContext) -> int:
 def _geometry(model: nn.Module, layers: list[str], ctx: CalibrationContext) -> dict[str, tuple[int, int]]:
     """(output positions, kernel size) of each consuming layer, for the allocation's alpha."""
     found = {}
-    hooks = [model.get_submodule(n).register_forward_hook(
+    one_forward(model, ctx, [model.get_submodule(n).register_forward_hook(
         lambda m, i, o, n=n: found.__setitem__(n, (o[0, 0].numel() if o.dim() > 2 else 1,
                                                    m.weight[0, 0].numel() if m.weight.dim() > 2 else 1)))
-        for n in layers]
-    try:
-        images, _ = next(iter(ctx.batches()))
-        with torch.no_grad():
-            model.eval()(images[:1].to(ctx.device))
-    finally:
-        for hook in hooks:
-            hook.remove()
+        for n in layers])
     return found
 
 

@@ -25,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..methods.base import CalibrationContext
-from ..methods.calibration import calibration_batches, input_grams
+from ..methods.calibration import calibration_batches, input_grams, one_forward
 from .graph import GroupInfo
 
 RIDGE = 1e-6  # ridge, relative to the mean diagonal of the Gram matrix
@@ -164,13 +164,7 @@ def _norm_after(model: nn.Module, layers: list[str], ctx: CalibrationContext) ->
              for n in layers]
     hooks += [m.register_forward_pre_hook(lambda m, i: inputs.__setitem__(names[m], i[0]))
               for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    try:
-        images, _ = next(iter(ctx.batches()))
-        with torch.no_grad():
-            model.eval()(images[:2].to(ctx.device))
-    finally:
-        for hook in hooks:
-            hook.remove()
+    one_forward(model, ctx, hooks, images=2)
     return {layer: bn for layer, out in outputs.items() for bn, x in inputs.items() if x is out}
 
 
