@@ -129,6 +129,7 @@ class Pruned:
     retrain_free: object  # EvalResult on test, before fine-tuning
     bn_images: int  # images used to re-estimate BatchNorm statistics (0: not done)
     method_details: dict  # what the method reports about itself (e.g. PFP's epsilon)
+    masked_vs_pruned: float | None = None  # training-time methods: max |masked - physically pruned| on logits
 
     @property
     def summary(self) -> str:
@@ -145,12 +146,14 @@ def prune(recipe: Recipe, inputs: Inputs, model: nn.Module, folder: Path, device
     method = build_method(recipe.method, seed=recipe.seed)
     ctx = CalibrationContext(batches=lambda: inputs.loaders.calibration, device=device,
                              num_images=inputs.loaders.num_calibration, seed=recipe.seed)
+    masked = _train_with_masks(recipe, inputs, model, method, device) if getattr(method, "trains", False) else None
     if recipe.pruning.schedule == "layerwise":
         surgery = _prune_layerwise(recipe, inputs, model, method, ctx, device)
     else:
         from .surgery import prune as surgery_prune
 
         surgery = surgery_prune(model, inputs.input_shape, method, recipe.pruning, ctx)
+    difference = _max_difference(masked, model, inputs) if masked is not None else None
     bn_images = 0
     if recipe.pruning.bn_recalibration is not None:
         loader = inputs.loaders.calibration_loader(recipe.pruning.bn_recalibration.images)
@@ -161,7 +164,40 @@ def prune(recipe: Recipe, inputs: Inputs, model: nn.Module, folder: Path, device
                                         "search": list(surgery.search), "compensation": list(surgery.compensation),
                                         "method": method.details, "pruned": [vars(g) for g in surgery.groups],
                                         "skipped": surgery.skipped})
-    return Pruned(surgery=surgery, retrain_free=retrain_free, bn_images=bn_images, method_details=method.details)
+    return Pruned(surgery=surgery, retrain_free=retrain_free, bn_images=bn_images, method_details=method.details,
+                  masked_vs_pruned=difference)
+
+
+def _train_with_masks(recipe: Recipe, inputs: Inputs, model: nn.Module, method, device: torch.device) -> nn.Module:
+    """SFP/HFP/GHFP: train ``method.options.epochs`` epochs with group masks (the recipe's fine-tuning optimizer,
+    last epoch kept), make every pruned channel hard; returns a copy of that masked network."""
+    import copy
+    import math
+
+    from .surgery.graph import example_input
+    from .surgery.prune import analyse, plan_counts
+    from .training import finetune as train
+
+    cfg = recipe.pruning
+    layout = analyse(model, example_input(inputs.input_shape, device), cfg)
+    plan = plan_counts(layout, cfg)
+    multiples = {p.info.key: math.lcm(cfg.round_to, p.info.slices) for p in layout.plans}
+    method.begin(model, [info for info, _ in layout.groups], plan.kept, multiples, cfg.min_channels)
+    epochs = method.options.epochs
+    tune = recipe.finetune.model_copy(update={"epochs": epochs, "warmup_epochs": min(recipe.finetune.warmup_epochs,
+                                                                                       epochs - 1)})
+    train(model, inputs.loaders.train, inputs.loaders.val, tune, device, hooks=method, keep_best=False)
+    method.finish(model)
+    masked = copy.deepcopy(model)
+    method.masks.release()
+    return masked
+
+
+def _max_difference(masked: nn.Module, pruned: nn.Module, inputs: Inputs) -> float:
+    """The masked network and the physically pruned one must compute the same logits."""
+    images = parity_images(inputs, 64).to(next(pruned.parameters()).device)
+    with torch.no_grad():
+        return float((masked.eval()(images) - pruned.eval()(images)).abs().max())
 
 
 def _prune_layerwise(recipe: Recipe, inputs: Inputs, model: nn.Module, method, ctx, device: torch.device):

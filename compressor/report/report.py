@@ -75,7 +75,8 @@ def _pruning_section(recipe: Recipe, pruned) -> dict:
             "groups_skipped": dict(s.skipped), "bn_recalibration_images": pruned.bn_images,
             "channels_before": sum(g.channels for g in s.groups), "channels_after": sum(g.kept for g in s.groups),
             "search_trials": len(s.search), "allocation": s.allocation, "schedule": recipe.pruning.schedule,
-            "compensation": _compensation(s.compensation), "method_details": pruned.method_details}
+            "compensation": _compensation(s.compensation), "method_details": pruned.method_details,
+            "masked_vs_pruned_max_abs_diff": pruned.masked_vs_pruned}
 
 
 def _compensation(steps: tuple[dict, ...]) -> dict:

@@ -49,6 +49,8 @@ class GroupInfo:
     slices: int  # >1 when a grouped (non-depthwise) conv forces the same positions in each slice
     producer_slots: dict = field(default_factory=dict, compare=False, repr=False)  # layer -> Slots (outputs)
     consumer_slots: dict = field(default_factory=dict, compare=False, repr=False)  # layer -> Slots (inputs)
+    norm_slots: dict = field(default_factory=dict, compare=False, repr=False)  # BatchNorm -> Slots
+    custom_slots: dict = field(default_factory=dict, compare=False, repr=False)  # custom layer -> Slots (outputs)
 
     @property
     def layers(self) -> tuple[str, ...]:
@@ -142,17 +144,22 @@ def _describe(group, graph, names: dict) -> GroupInfo | None:
 
     producers, consumers, residual, slices = [], [], False, 1
     slots: dict[bool, dict[str, Slots]] = {True: {}, False: {}}
+    norms: dict[str, Slots] = {}
+    custom: dict[str, Slots] = {}
     for item in group:
         dep, module = item.dep, item.dep.target.module
         if isinstance(module, tp.ops._ElementWiseOp) and "Add" in str(module._grad_fn):
             residual = residual or len(dep.target.inputs) >= 2
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            norms.setdefault(names[module], _slots(item))
         if not isinstance(module, PARAM_LAYERS) and not getattr(module, "compressor_prunable", False):
             continue
         out = graph.is_out_channel_pruning_fn(dep.handler)
         (producers if out else consumers).append(names[module])
         if isinstance(module, PARAM_LAYERS):
-            roots = getattr(item, "root_idxs", None) or list(range(len(item.idxs)))
-            slots[out].setdefault(names[module], Slots(torch.as_tensor(list(item.idxs)), torch.as_tensor(list(roots))))
+            slots[out].setdefault(names[module], _slots(item))
+        elif out:
+            custom.setdefault(names[module], _slots(item))
         if isinstance(module, nn.modules.conv._ConvNd) and module.groups > 1 and not _depthwise(module):
             slices = math.lcm(slices, module.groups)
     root = group[0].dep.target.module
@@ -161,7 +168,12 @@ def _describe(group, graph, names: dict) -> GroupInfo | None:
         return None
     return GroupInfo(key=names[root], channels=channels, producers=tuple(dict.fromkeys(producers)),
                      consumers=tuple(dict.fromkeys(consumers)), residual=residual, slices=slices,
-                     producer_slots=slots[True], consumer_slots=slots[False])
+                     producer_slots=slots[True], consumer_slots=slots[False], norm_slots=norms, custom_slots=custom)
+
+
+def _slots(item) -> Slots:
+    roots = getattr(item, "root_idxs", None) or list(range(len(item.idxs)))
+    return Slots(torch.as_tensor(list(item.idxs)), torch.as_tensor(list(roots)))
 
 
 def _depthwise(conv: nn.modules.conv._ConvNd) -> bool:

@@ -1,6 +1,11 @@
 """Fine-tuning after surgery: SGD with momentum, cosine/step/constant schedule with linear warm-up, weight
 decay, label smoothing; the epoch with the best *validation* accuracy is kept (never chosen on test).
 The optimizer is built here, after surgery, so it only ever sees the pruned parameters.
+
+Training-time methods (SFP/HFP/GHFP) train through the same loop with :class:`TrainingHooks`: they name
+frozen parameter elements (no gradient, no momentum, no weight-decay drift: their gradients are zeroed
+before every step, the elements re-zeroed and their momentum cleared after it) and are called at the end of
+every epoch. The optimizer stays here; methods never see it.
 """
 
 from __future__ import annotations
@@ -29,6 +34,17 @@ class EpochLog:
     seconds: float
 
 
+class TrainingHooks:
+    """What a training-time method plugs into the loop; the defaults do nothing."""
+
+    def frozen(self) -> list[tuple[torch.nn.Parameter, torch.Tensor]]:
+        """(parameter, boolean mask of its frozen elements): kept exactly zero and untouched by the optimizer."""
+        return []
+
+    def end_epoch(self, model: nn.Module, epoch: int) -> None:  # noqa: B027 (optional hook)
+        """Called after every epoch's optimizer steps, before validation (1-based epoch)."""
+
+
 @dataclass(frozen=True)
 class FinetuneResult:
     epochs: tuple[EpochLog, ...]
@@ -37,23 +53,30 @@ class FinetuneResult:
     seconds: float
 
 
-def finetune(model: nn.Module, train_loader, val_loader, cfg: FinetuneConfig, device: torch.device) -> FinetuneResult:
-    """Train ``model`` in place for ``cfg.epochs`` and leave it at its best validation epoch."""
+def finetune(model: nn.Module, train_loader, val_loader, cfg: FinetuneConfig, device: torch.device,
+             hooks: TrainingHooks | None = None, keep_best: bool = True) -> FinetuneResult:
+    """Train ``model`` in place for ``cfg.epochs``; leave it at its best validation epoch (``keep_best``) or at
+    the last one (training-time methods: their masks belong to the last epoch)."""
     start = time.perf_counter()
     if cfg.epochs == 0:
         return FinetuneResult(epochs=(), best_epoch=None, best_val_accuracy=None, seconds=0.0)
+    hooks = hooks or TrainingHooks()
     steps = _steps_per_epoch(train_loader, cfg)
     optimizer = build_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, steps))
     logs, best, best_state = [], None, None
     for epoch in range(1, cfg.epochs + 1):
-        log_entry = _train_epoch(model, train_loader, val_loader, optimizer, scheduler, cfg, device, epoch, steps)
+        log_entry = _train_epoch(model, train_loader, val_loader, optimizer, scheduler, cfg, device, epoch, steps,
+                                 hooks)
         logs.append(log_entry)
         log(f"  epoch {epoch}/{cfg.epochs}: loss {log_entry.train_loss:.4f}, train {log_entry.train_accuracy:.2f}%, "
             f"val {log_entry.val_accuracy:.2f}% ({log_entry.seconds:.1f} s)")
-        if best is None or log_entry.val_accuracy > best.val_accuracy:
+        if keep_best and (best is None or log_entry.val_accuracy > best.val_accuracy):
             best, best_state = log_entry, copy.deepcopy(model.state_dict())
-    model.load_state_dict(best_state)
+    if keep_best:
+        model.load_state_dict(best_state)
+    else:
+        best = logs[-1]
     model.eval()
     return FinetuneResult(epochs=tuple(logs), best_epoch=best.epoch, best_val_accuracy=best.val_accuracy,
                           seconds=time.perf_counter() - start)
@@ -93,7 +116,8 @@ def _steps_per_epoch(loader, cfg: FinetuneConfig) -> int:
     return min(steps, cfg.max_steps_per_epoch) if cfg.max_steps_per_epoch else steps
 
 
-def _train_epoch(model, train_loader, val_loader, optimizer, scheduler, cfg, device, epoch, steps) -> EpochLog:
+def _train_epoch(model, train_loader, val_loader, optimizer, scheduler, cfg, device, epoch, steps,
+                 hooks: TrainingHooks) -> EpochLog:
     start = time.perf_counter()
     lr = optimizer.param_groups[0]["lr"]
     model.train()
@@ -107,12 +131,33 @@ def _train_epoch(model, train_loader, val_loader, optimizer, scheduler, cfg, dev
             loss = F.cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            frozen = hooks.frozen()
+            _block_gradients(frozen)
             optimizer.step()
+            _refreeze(frozen, optimizer)
             scheduler.step()
             loss_sum += loss.item() * labels.numel()
             correct += (logits.argmax(1) == labels).sum().item()
             seen += labels.numel()
             bar.advance(f"loss {loss_sum / seen:.3f}")
+    hooks.end_epoch(model, epoch)
     val = evaluate(model, val_loader, device, description="validate")
     return EpochLog(epoch=epoch, lr=lr, train_loss=loss_sum / max(1, seen), train_accuracy=100.0 * correct / max(1, seen),
                     val_accuracy=val.accuracy, seconds=time.perf_counter() - start)
+
+
+@torch.no_grad()
+def _block_gradients(frozen: list) -> None:
+    for param, mask in frozen:
+        if param.grad is not None:
+            param.grad[mask] = 0
+
+
+@torch.no_grad()
+def _refreeze(frozen: list, optimizer: torch.optim.Optimizer) -> None:
+    """Frozen elements stay exactly zero: no weight-decay or momentum drift survives a step."""
+    for param, mask in frozen:
+        param[mask] = 0
+        buffer = optimizer.state.get(param, {}).get("momentum_buffer")
+        if buffer is not None:
+            buffer[mask] = 0

@@ -65,3 +65,14 @@ def test_every_shipped_recipe_plans_on_its_model(recipe):
     loaded = load_recipe(recipe)
     model, shape = build_model(loaded.model.model_copy(update={"checkpoint": None}), loaded.data.num_classes)
     preflight(model, shape, loaded.pruning)
+
+
+@pytest.mark.parametrize("method", ["sfp", "hfp", "ghfp"])
+def test_training_time_methods_end_to_end(tmp_path, method):
+    report = run(tmp_path, SMALL + [f"method.name={method}", "method.epochs=2", "pruning.residual=coupled",
+                                    "finetune.epochs=0"])
+    pruning = report["pruning"]
+    assert pruning["allocation"] == "method" and pruning["masked_vs_pruned_max_abs_diff"] < 1e-4
+    schedule = pruning["method_details"]["schedule"]
+    assert [s["epoch"] for s in schedule] == [0, 1, 2] and schedule[-1]["hard"] <= schedule[-1]["pruned"]
+    assert abs(report["reduction"]["macs_pct"] - 50) <= 1.0
