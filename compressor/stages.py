@@ -146,7 +146,7 @@ def prune(recipe: Recipe, inputs: Inputs, model: nn.Module, folder: Path, device
     method = build_method(recipe.method, seed=recipe.seed)
     ctx = CalibrationContext(batches=lambda: inputs.loaders.calibration, device=device,
                              num_images=inputs.loaders.num_calibration, seed=recipe.seed)
-    masked = _train_with_masks(recipe, inputs, model, method, device) if getattr(method, "trains", False) else None
+    masked = train_with_masks(recipe, inputs, model, method, device) if getattr(method, "trains", False) else None
     if recipe.pruning.schedule == "layerwise":
         surgery = _prune_layerwise(recipe, inputs, model, method, ctx, device)
     else:
@@ -168,7 +168,7 @@ def prune(recipe: Recipe, inputs: Inputs, model: nn.Module, folder: Path, device
                   masked_vs_pruned=difference)
 
 
-def _train_with_masks(recipe: Recipe, inputs: Inputs, model: nn.Module, method, device: torch.device) -> nn.Module:
+def train_with_masks(recipe: Recipe, inputs: Inputs, model: nn.Module, method, device: torch.device) -> nn.Module:
     """SFP/HFP/GHFP: train ``method.options.epochs`` epochs with group masks (the recipe's fine-tuning optimizer,
     last epoch kept), make every pruned channel hard; returns a copy of that masked network."""
     import copy

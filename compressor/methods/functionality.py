@@ -26,6 +26,7 @@ is our reconstruction, built from the abstracts:
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Literal
 
 import torch
@@ -60,8 +61,8 @@ class Functionality(PruningMethod):
     default_compensation = "fold"
 
     def calibrate(self, model, groups: list, ctx: CalibrationContext) -> None:
-        layers = sorted({layer for info in groups for layer in info.consumer_slots
-                         if observable(model.get_submodule(layer))})
+        layers = sorted({layer for info in groups for layer, slots in info.consumer_slots.items()
+                         if observable(model.get_submodule(layer)) and _one_position_per_channel(slots)})
         grams, _ = input_grams(model, layers, ctx, self.options.images, "functionality: responses")
         self.stats = {info.key: _group_stats(model, info, grams) for info in groups}
 
@@ -69,12 +70,21 @@ class Functionality(PruningMethod):
         return self.stats[info.key][0].float()
 
     def allocate(self, layout, cfg) -> dict[str, int] | None:
+        """Threshold mode: every repeat goes, rounded *up* to the plan's multiple (a kept count never drops a
+        filter that is not a repeat); groups with a per-layer rule keep their rule's count."""
         if self.options.threshold is None:
             return None
+        from ..surgery.plan import kept_channels
+
         kept = {}
         for plan in layout.plans:
-            redundant = int((self.stats[plan.info.key][1] >= self.options.threshold).sum())
-            kept[plan.info.key] = max(1, plan.info.channels - redundant)
+            info, multiple = plan.info, math.lcm(cfg.round_to, plan.info.slices)
+            if plan.fixed:
+                kept[info.key] = kept_channels(info.channels, plan.ratio, multiple, cfg.min_channels)
+                continue
+            redundant = int((self.stats[info.key][1] >= self.options.threshold).sum())
+            keep = max(info.channels - redundant, cfg.min_channels, 1)
+            kept[info.key] = min(info.channels, math.ceil(keep / multiple) * multiple)
         self.details = {"threshold": self.options.threshold,
                         "redundant_filters": {k: layout_channels(layout, k) - v for k, v in kept.items()
                                               if v < layout_channels(layout, k)}}
@@ -89,6 +99,11 @@ class Functionality(PruningMethod):
         return sorted(redundant[: scores.numel() - keep])
 
 
+def _one_position_per_channel(slots) -> bool:
+    """False for a layer reached through an index mapping (a flatten gives a channel many input positions)."""
+    return len(set(slots.root_idx.tolist())) == len(slots.root_idx)
+
+
 def layout_channels(layout, key: str) -> int:
     return next(p.info.channels for p in layout.plans if p.info.key == key)
 
@@ -99,11 +114,11 @@ def _group_stats(model: nn.Module, info, grams: dict) -> tuple[torch.Tensor, tor
     redundancy = torch.ones(info.channels, dtype=torch.float64)
     used = 0
     for layer, slots in info.consumer_slots.items():
-        if layer not in grams or len(set(slots.root_idx.tolist())) != len(slots.root_idx):
+        if layer not in grams:
             continue  # not scorable here (grouped conv, or several positions per channel through a flatten)
         order = torch.argsort(slots.root_idx)
         positions = slots.layer_idx[order]
-        weight = model.get_submodule(layer).weight.detach().double().transpose(0, 1).flatten(1)[positions]
+        weight = model.get_submodule(layer).weight.detach().double().cpu().transpose(0, 1).flatten(1)[positions]
         s, r = _scores(grams[layer], positions, weight.pow(2).sum(1))
         score += s
         redundancy = torch.minimum(redundancy, r)

@@ -26,6 +26,11 @@ Departures from the reference code, each controlled by the recipe:
   ``layerwise`` is the reference's loop (prune one layer, fine-tune ``pruning.layerwise_epochs``, next
   layer), with ranks computed once, before pruning, as the reference does. The reference fine-tunes 15
   epochs per layer (825 epochs for ResNet-56) and selects its checkpoints on the test set; we never do.
+- ImageNet ResNet-50 stem: the reference ranks ``conv1`` on the output of the max-pool that follows its
+  ReLU; we rank the ReLU's output before the pool. Pooling changes the map's size and can change its rank,
+  so the stem's order may differ from the reference's. It matters only under ``residual: coupled``: under
+  ``internal`` (the shipped ``hrank_resnet50_imagenet`` recipe) the stem feeds the residual stream and is
+  kept whole, so its rate of 0.2 is not applied.
 - Per-layer removal rates: ``pruning.layer_ratios`` takes the reference's ``compress_rate`` lists
   (recipes ``hrank_*``); a MACs target with a global ratio works as for every method.
 """

@@ -10,15 +10,21 @@ e = (c, u, v), g = w_fe a_ep / z_fp, computed separately with the positive weigh
 contributions, no bias) and the negative ones (z-), the larger of the two kept; inputs with negative values
 are split into a+ and -a- (stacked as extra samples); |z| below float32 epsilon contributes 0. s_c is the max
 over images, filters, positions and kernel offsets (``sensitivities``). Channels are kept top-k by s_c
-(``variant: deterministic``, the paper's PFPNet) or sampled from p_c = s_c / sum s with the kept ones
-re-weighted by count / (m p_c) (``variant: sampling``, PFPNetRand).
+(``variant: deterministic``, the paper's PFPNet) or sampled from p_c = s_c / sum s, with replacement, until
+the allocated number of distinct channels is drawn (m draws), the kept ones re-weighted by count / (m p_c)
+in the consuming layers (``variant: sampling``, PFPNetRand; the reference adapts m so that the *expected*
+number of distinct channels is k; we draw until it is k, so the plan's counts and rounding hold). The
+re-weighting only survives ``pruning.compensation: none``: fold and least squares re-fit those weights.
 
 Per-layer budgets come from one global epsilon: for each group, alpha = 2 c ln(8 (P+1) kappa / delta)
-(P output positions and kappa kernel size of the consuming layer), m(eps) = ceil(3 (6 + 2 eps) alpha S / eps^2)
-samples, and the expected number of unique channels sum_c 1 - (1 - p_c)^m is kept (at least 1). Epsilon is
-found by bisection on log(eps) so that the parameters (``pruning.params_reduction_pct``, the paper's budget)
-or the MACs (``pruning.macs_reduction_pct``) of the pruned network meet the target; the cost is exact
-(``compressor.surgery.cost``), so the result lands within 0.5% of the target budget unless rounding forbids.
+(P output positions and kappa kernel size of the consuming layer; with several consumers, the one with the
+largest (P+1) kappa), m(eps) = ceil(3 (6 + 2 eps) alpha S / eps^2) samples, and the expected number of unique
+channels sum_c 1 - (1 - p_c)^m is kept (at least 1, then rounded as every plan). Epsilon is found by
+bisection on log(eps) so that the parameters (``pruning.params_reduction_pct``, the paper's budget) or the
+MACs (``pruning.macs_reduction_pct``) of the pruned network meet the target; the cost is exact
+(``compressor.surgery.cost``), so the allocation lands within 0.5% of the budget. When rounding
+(``round_to``, small layers) makes it jump over the budget by more, single groups take rounding steps to
+the plan closest to the epsilon allocation within 1 point of the target (``adjusted_by_rounding_search``).
 |S| = ceil(c log(8 eta* eta / delta_S)) (eta = output elements of all compressible layers per image, eta* the
 largest), c = 3, delta = delta_S = 1e-16, as the reference's ICLR configuration.
 
@@ -96,6 +102,8 @@ class PFP(PruningMethod):
     def choose(self, key: str, scores: torch.Tensor, keep: int, slices: int) -> list[int] | None:
         if self.options.variant == "deterministic" or slices > 1:
             return None
+        if keep >= scores.numel():
+            return []  # every channel stays: nothing to sample, nothing to re-weight
         from .pfp_budget import sample_channels
 
         kept, weight = sample_channels(scores, keep, self.seed, key)
@@ -103,10 +111,12 @@ class PFP(PruningMethod):
         return sorted(set(range(scores.numel())) - set(kept.tolist()))
 
     def before_removal(self, model, removed: dict[str, list[int]]) -> None:
+        """Sampling variant: re-weight the kept channels of the groups about to lose channels (once each)."""
         if self.options.variant == "sampling":
             from .pfp_budget import reweight
 
-            reweight(model, getattr(self, "_weights", {}), self._groups)
+            weights = {key: value for key, value in getattr(self, "_weights", {}).items() if key in removed}
+            reweight(model, weights, self._groups)
 
 
 def formula_sample_size(model: nn.Module, ctx: CalibrationContext) -> int:

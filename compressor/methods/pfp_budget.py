@@ -36,21 +36,21 @@ def allocate(method, layout, cfg) -> dict[str, int] | None:
                 for key, t in terms.items()}
         return {**fixed, **kept}
 
-    lo, hi = LOG_EPS_RANGE  # small eps: many samples, everything kept; large eps: one channel per group
+    lo, hi = LOG_EPS_RANGE  # small eps: many samples, everything kept; large eps: the minimum per group
     if cost(kept_at(hi)) > budget:
-        raise SurgeryError(f"method pfp: a {pct}% {metric} reduction is out of reach even keeping one sampled "
-                           "channel per group; lower the target")
+        raise SurgeryError(f"method pfp: a {pct}% {metric} reduction is out of reach even at the minimum count per "
+                           f"group (pruning.round_to {cfg.round_to}, min_channels {cfg.min_channels}); lower the target")
     for _ in range(200):
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if cost(kept_at(mid)) > budget else (lo, mid)
-    best = min((kept_at(lo), kept_at(hi)), key=lambda k: abs(cost(k) - budget))
+    log_eps, best = min(((lo, kept_at(lo)), (hi, kept_at(hi))), key=lambda pair: abs(cost(pair[1]) - budget))
     error = (cost(best) - budget) / budget
     adjusted = abs(error) > BUDGET_TOLERANCE
-    if adjusted:  # rounding made the allocation jump over the budget: take rounding steps from it to the target
+    if adjusted:  # rounding made the allocation jump over the budget: the closest plan to it within the tolerance
         from ..surgery.search import local_search
 
-        best = local_search(best, layout.plans, layout.cost, cfg, metric, pct)
-    method.details = {"epsilon": math.exp(hi), "sample_size": method.sample_size, "budget_metric": metric,
+        best = local_search(best, layout.plans, layout.cost, cfg, metric, pct, anchor=best)
+    method.details = {"epsilon": math.exp(log_eps), "sample_size": method.sample_size, "budget_metric": metric,
                       "budget": round(budget), "allocated": cost(best),
                       "budget_error_pct": round(100 * (cost(best) - budget) / budget, 4),
                       "epsilon_allocation_error_pct": round(100 * error, 4), "adjusted_by_rounding_search": adjusted}
@@ -80,28 +80,38 @@ def _rounded(unique: float, channels: int, multiple: int, minimum: int) -> int:
     return min(keep, channels)
 
 
+MAX_DRAWS_PER_CHANNEL = 1000
+
+
 def sample_channels(scores: torch.Tensor, keep: int, seed: int, key: str = "") -> tuple[torch.Tensor, torch.Tensor]:
-    """PFPNetRand: draw m channels from p = s / sum s (m chosen so that about ``keep`` are distinct); return the
-    distinct channels and their weights count / (m p)."""
+    """PFPNetRand with the allocated count: draw channels from p = s / sum s, with replacement, until ``keep``
+    distinct ones are drawn (m draws in all); return them and their weights count / (m p).
+
+    Channels that can (almost) never be drawn would make that loop endless: after ``MAX_DRAWS_PER_CHANNEL``
+    draws per channel, or when ``keep`` exceeds the channels of positive probability, the missing ones are
+    filled with the most probable undrawn channels at weight 1 (kept as they are, not re-weighted)."""
     probs = scores.double().clamp(min=0)
     probs = probs / probs.sum() if probs.sum() > 0 else torch.full_like(probs, 1 / probs.numel())
-    m = _samples_for(probs, keep)
     generator = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(key.encode()))
-    draws = torch.multinomial(probs.float(), m, replacement=True, generator=generator)
-    counts = torch.bincount(draws, minlength=probs.numel()).double()
-    kept = torch.nonzero(counts > 0).flatten()
-    return kept, counts[kept] / (m * probs[kept])
-
-
-def _samples_for(probs: torch.Tensor, keep: int) -> int:
-    """Smallest m whose expected number of distinct draws reaches ``keep``."""
-    lo, hi = 1, 1
-    while float((1 - (1 - probs) ** hi).sum()) < keep and hi < 10**9:
-        hi *= 2
-    while lo < hi:
-        mid = (lo + hi) // 2
-        lo, hi = (mid + 1, hi) if float((1 - (1 - probs) ** mid).sum()) < keep else (lo, mid)
-    return lo
+    counts = torch.zeros_like(probs)
+    target = min(keep, int((probs > 0).sum()))
+    draws, limit = 0, MAX_DRAWS_PER_CHANNEL * probs.numel()
+    while int((counts > 0).sum()) < target and draws < limit:
+        for channel in torch.multinomial(probs.float(), max(keep, 16), replacement=True, generator=generator).tolist():
+            draws += 1
+            counts[channel] += 1
+            if int((counts > 0).sum()) == target:
+                break
+    weights = torch.zeros_like(probs)
+    drawn = counts > 0
+    weights[drawn] = counts[drawn] / (draws * probs[drawn])
+    missing = keep - int(drawn.sum())
+    if missing > 0:
+        undrawn = torch.nonzero(~drawn).flatten()
+        fill = undrawn[torch.argsort(probs[undrawn], descending=True, stable=True)[:missing]]
+        weights[fill] = 1.0
+    kept = torch.nonzero(weights > 0).flatten()
+    return kept, weights[kept]
 
 
 def reweight(model, weights: dict, groups: dict) -> None:
@@ -114,4 +124,4 @@ def reweight(model, weights: dict, groups: dict) -> None:
                 scale[slots.layer_idx[slots.root_idx == channel]] = value
             with torch.no_grad():
                 shape = (1, -1) + (1,) * (module.weight.dim() - 2)
-                module.weight.mul_(scale.view(shape).to(module.weight.dtype))
+                module.weight.mul_(scale.view(shape).to(module.weight.device, module.weight.dtype))

@@ -164,14 +164,17 @@ def decide(model: nn.Module, input_shape: tuple[int, int, int], method: PruningM
 
 def carry_out(model: nn.Module, decision: Decision, method: PruningMethod, cfg: PruningConfig, ctx=None,
               keys: list[str] | None = None) -> tuple[list, CompensationResult]:
-    """Remove the decided channels of ``keys`` (default: all) from ``model``, then compensate."""
+    """Remove the decided channels of ``keys`` (default: all) from ``model``, then compensate against the network
+    as it was just before this removal (the original one in one-shot; in a layerwise schedule, the network
+    already pruned and fine-tuned by the earlier steps)."""
     chosen = {k: v for k, v in decision.chosen.items() if keys is None or k in keys}
-    method.before_removal(model, chosen)
-    history = apply_selection(model, decision.example, chosen)
     kind = method.default_compensation if cfg.compensation == "auto" else cfg.compensation
     if kind != "none" and ctx is None:
         raise ValueError(f"compensation {kind} needs calibration data")
-    done = compensate(kind, decision.original, model, [info for info, _ in decision.layout.groups], chosen, ctx,
+    before = decision.original if keys is None else copy.deepcopy(model).eval()
+    method.before_removal(model, chosen)
+    history = apply_selection(model, decision.example, chosen)
+    done = compensate(kind, before, model, [info for info, _ in decision.layout.groups], chosen, ctx,
                       cfg.compensation_images)
     check_forward(decision.original, model, decision.example)
     return history, done

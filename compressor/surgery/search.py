@@ -78,15 +78,21 @@ def plan_for_target(plans: list[GroupPlan], cost: CostModel, cfg: PruningConfig)
 
 
 def local_search(kept: dict[str, int], plans: list[GroupPlan], cost: CostModel, cfg: PruningConfig, metric: str,
-                 target: float) -> dict[str, int]:
-    """The most uniform plan within the tolerance among those reachable by rounding steps from ``kept``
-    (all of them when few); raises SurgeryError when none is."""
+                 target: float, anchor: dict[str, int] | None = None) -> dict[str, int]:
+    """Among the plans within the tolerance reachable by rounding steps from ``kept`` (all of them when few):
+    the most uniform one, or with an ``anchor`` plan the closest to it (a method's own allocation);
+    raises SurgeryError when none is within the tolerance."""
     ladders = {p.info.key: _ladder(p, cfg) for p in plans if not p.fixed}
     channels = {p.info.key: p.info.channels for p in plans}
 
+    def shape(k: dict[str, int]) -> float:
+        if anchor is None:
+            return _spread(k, channels)
+        return sum((k[key] - anchor[key]) ** 2 / channels[key] ** 2 for key in ladders)
+
     def rank(k: dict[str, int]) -> tuple:
         error = abs(cost.reduction_pct(k, metric) - target)
-        return (error > TOLERANCE_PCT, _spread(k, channels) if error <= TOLERANCE_PCT else error)
+        return (error > TOLERANCE_PCT, shape(k) if error <= TOLERANCE_PCT else error)
 
     if math.prod(len(v) for v in ladders.values()) <= EXHAUSTIVE_LIMIT:
         candidates = (dict(kept, **dict(zip(ladders, combo))) for combo in itertools.product(*ladders.values()))

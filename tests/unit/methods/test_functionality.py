@@ -94,3 +94,16 @@ def test_scores_rank_repeats_lowest_with_a_ratio():
     prune(model, (3, 12, 12), method, PruningConfig(ratio=0.5, residual="internal", ignore=["conv2"]),
           context(torch.randn(32, 3, 12, 12)))
     assert one_of_each_unique(model.conv1.weight)
+
+
+def test_threshold_mode_rounds_up_and_respects_min_channels():
+    model = duplicated_model()
+    method = Functionality(FunctionalityOptions(name="functionality", threshold=0.999))
+    cfg = PruningConfig(residual="internal", ignore=["conv2"], round_to=8)  # 4 repeats of 8: keep 8 (no removal)
+    surgery = prune(model, (3, 12, 12), method, cfg, context(torch.randn(32, 3, 12, 12)))
+    assert model.conv1.out_channels == 8 and surgery.pruned_groups == ()
+    model = duplicated_model()
+    cfg = PruningConfig(residual="internal", ignore=["conv2"], round_to=1, min_channels=6)
+    prune(model, (3, 12, 12), Functionality(FunctionalityOptions(name="functionality", threshold=0.999)), cfg,
+          context(torch.randn(32, 3, 12, 12)))
+    assert model.conv1.out_channels == 6  # only repeats go, but never below min_channels

@@ -91,3 +91,11 @@ def test_residual_conv_is_scored_after_the_relu_that_follows_the_addition():
     assert "layer1.2.conv2" in method.ranks and "layer1.0.conv1" in method.ranks
     assert all(r.shape == (m.out_channels,) for name, r in method.ranks.items()
                for m in [model.get_submodule(name)])
+    from compressor.methods.calibration import ReluProbe
+
+    x = torch.randn(2, 3, 32, 32)
+    maps = ReluProbe(model, ["layer1.2.conv2", "layer1.0.conv1"]).run(x)
+    with torch.no_grad():  # conv2 of a block: the ReLU after the residual addition, i.e. the block's output
+        block_out = model.layer1[:3](F.relu(model.bn1(model.conv1(x))))
+        inner = F.relu(model.layer1[0].bn1(model.layer1[0].conv1(F.relu(model.bn1(model.conv1(x))))))
+    assert torch.equal(maps["layer1.2.conv2"], block_out) and torch.equal(maps["layer1.0.conv1"], inner)

@@ -87,18 +87,36 @@ def test_epsilon_budget_lands_within_half_a_percent(cfg):
     assert len(kept_sizes) > 2  # the allocation is not uniform: it follows the sensitivities
 
 
-def test_sampling_variant_reweights_kept_channels():
-    probs = torch.tensor([0.5, 0.3, 0.15, 0.05])
-    kept, weight = sample_channels(probs, keep=2, seed=0, key="g")
-    assert len(kept) >= 1 and torch.all(weight > 0)
-    cfg = PruningConfig(params_reduction_pct=40, residual="internal")
+def test_sampling_draws_exactly_the_allocated_count():
+    probs = torch.tensor([0.5, 0.3, 0.15, 0.05, 0.0])
+    for keep in (1, 2, 4, 5):
+        kept, weight = sample_channels(probs, keep=keep, seed=0, key="g")
+        assert len(kept) == keep and torch.all(weight > 0)
+    kept, weight = sample_channels(probs, keep=5, seed=0, key="g")
+    assert weight[kept.tolist().index(4)] == 1.0  # never drawable: kept as it is, not re-weighted
+
+
+def test_sampling_ends_when_a_channel_is_almost_never_drawn():
+    probs = torch.tensor([1.0, 1.0, 1.0, 1e-30])
+    kept, weight = sample_channels(probs, keep=4, seed=0, key="g")
+    assert kept.tolist() == [0, 1, 2, 3] and weight[3] == 1.0
+
+
+def test_sampling_variant_keeps_the_plan_and_reweights_kept_channels():
+    cfg = PruningConfig(macs_reduction_pct=50, residual="internal", round_to=8)
     model, method, ctx = calibrated(cfg, variant="sampling")
-    before = model.layer1[0].conv2.weight.detach().clone()
+    original = {n: p.detach().clone() for n, p in model.named_parameters()}
     decision = decide(model, (3, 32, 32), method, cfg, ctx)
+    kept = {p.info.key: p.info.channels - len(decision.chosen.get(p.info.key, [])) for p in decision.layout.plans}
+    assert all(k % 8 == 0 for k in kept.values())  # the rounding holds: exactly the allocated count is drawn
+    assert abs(decision.layout.cost.reduction_pct(kept) - 50) <= 1.0
     method.before_removal(model, decision.chosen)
-    factors, kept_idx = method._weights["layer1.0.conv1"][1], method._weights["layer1.0.conv1"][0]
-    after = model.layer1[0].conv2.weight.detach()
-    assert torch.allclose(after[:, kept_idx], before[:, kept_idx] * factors.view(1, -1, 1, 1).float(), rtol=1e-5)
+    key = next(iter(decision.chosen))
+    kept_idx, factors = method._weights[key]
+    for layer in method._groups[key].consumer_slots:
+        after = model.get_submodule(layer).weight.detach()
+        expected = original[f"{layer}.weight"][:, kept_idx] * factors.view(1, -1, 1, 1).float()
+        assert torch.allclose(after[:, kept_idx], expected, rtol=1e-5)
 
 
 def test_sample_size_follows_the_formula():
@@ -106,3 +124,23 @@ def test_sample_size_follows_the_formula():
     layout = analyse(model, example_input((3, 32, 32)), PruningConfig(ratio=0.5))
     method.calibrate(model, [i for i, _ in layout.groups], ctx)
     assert method.sample_size == 16  # the formula asks ~180 for this network; capped by the 16 calibration images
+
+
+def test_allocation_terms_match_hand_computation():
+    """alpha = 2 c ln(8 (P+1) kappa / delta); m(eps) = ceil(3 (6 + 2 eps) alpha S / eps^2);
+    unique = sum_c 1 - (1 - p_c)^m."""
+    import math
+    from types import SimpleNamespace
+
+    from compressor.methods.pfp_budget import _terms, _unique
+
+    scores = torch.tensor([0.5, 0.3, 0.2, 0.0])
+    method = SimpleNamespace(score=lambda info, group: scores, geometry={"conv": (64, 9)})
+    info = SimpleNamespace(consumer_slots={"conv": None}, channels=4, slices=1)
+    terms = _terms(method, info, 1)
+    alpha = 2 * 3 * math.log(8 * 65 * 9 / 1e-16)
+    assert terms["coeff"] == pytest.approx(alpha * 1.0)
+    eps = 40.0
+    m = math.ceil(3 * (6 + 2 * eps) * alpha / eps**2)
+    expected = sum(1 - (1 - p) ** m for p in [0.5, 0.3, 0.2, 0.0])
+    assert _unique(terms, eps) == pytest.approx(expected)
