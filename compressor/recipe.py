@@ -204,8 +204,22 @@ class FinetuneConfig(StrictModel):
 
 
 # ------------------------------------------------------------------------------------ export/profile
+class StripeExportConfig(StrictModel):
+    enabled: bool | Literal["auto"] = Field(
+        "auto", description="Write export/model.stripe.onnx: auto = when a KxK conv of the pruned model has zero "
+        "stripes (SWP); true = always (fails without ONNX export); false = never.")
+    form: Literal["hybrid", "stripe"] = Field(
+        "hybrid", description="hybrid: each sparse layer as stripe or dense, whichever measured faster; stripe: all.")
+    batch: PositiveInt | None = Field(
+        None, description="Batch the per-layer choice is measured at (onnxruntime CPU, profile.threads); "
+        "default the largest of profile.batch_sizes.")
+    min_gain: Annotated[float, Field(ge=0, lt=1)] = Field(
+        0.05, description="A layer goes stripe only when at least this fraction faster than dense (noise margin).")
+
+
 class ExportConfig(StrictModel):
     onnx: bool = True
+    stripe: StripeExportConfig = Field(default_factory=StripeExportConfig)
     opset: Annotated[int, Field(ge=18)] = Field(18, description="ONNX opset (torch's exporter needs 18 or later).")
     parity_tolerance: Annotated[float, Field(gt=0)] = Field(
         1e-4, description="Largest allowed |PyTorch - onnxruntime| on the logits; above it the parity gate fails.")

@@ -169,8 +169,8 @@ def prune(recipe: Recipe, inputs: Inputs, model: nn.Module, folder: Path, device
 
 
 def train_with_masks(recipe: Recipe, inputs: Inputs, model: nn.Module, method, device: torch.device) -> nn.Module:
-    """SFP/HFP/GHFP: train ``method.options.epochs`` epochs with group masks (the recipe's fine-tuning optimizer,
-    last epoch kept), make every pruned channel hard; returns a copy of that masked network."""
+    """SFP/HFP/GHFP/SWP: train ``method.options.epochs`` epochs with the method's masks (the recipe's fine-tuning
+    optimizer, last epoch kept), make every pruned element final; returns a copy of that masked network."""
     import copy
     import math
 
@@ -189,7 +189,8 @@ def train_with_masks(recipe: Recipe, inputs: Inputs, model: nn.Module, method, d
     train(model, inputs.loaders.train, inputs.loaders.val, tune, device, hooks=method, keep_best=False)
     method.finish(model)
     masked = copy.deepcopy(model)
-    method.masks.release()
+    if hasattr(method, "masks"):
+        method.masks.release()
     return masked
 
 
@@ -263,16 +264,31 @@ def save_model(recipe: Recipe, inputs: Inputs, model: nn.Module, history: list, 
 
 # ---------------------------------------------------------------------------------------------- export
 @dataclass(frozen=True)
+class StripeArtifact(OnnxArtifact):
+    layers: tuple = ()  # hybrid.LayerChoice per KxK conv
+    batch: int = 1      # the batch the choice was measured at
+
+    @property
+    def stripe_layers(self) -> int:
+        return sum(c.form == "stripe" for c in self.layers)
+
+
+@dataclass(frozen=True)
 class Exported:
     onnx: OnnxArtifact | None
     macs_torch: int
     params_torch: int
+    stripe: StripeArtifact | None = None
 
     @property
     def summary(self) -> str:
         if self.onnx is None:
             return "ONNX export disabled"
-        return f"{self.onnx.path.name}: parity {self.onnx.max_abs_diff:.2e}, {self.onnx.macs / 1e6:.2f} M MACs on ONNX"
+        text = f"{self.onnx.path.name}: parity {self.onnx.max_abs_diff:.2e}, {self.onnx.macs / 1e6:.2f} M MACs on ONNX"
+        if self.stripe is not None:
+            text += (f"; {self.stripe.path.name}: {self.stripe.stripe_layers}/{len(self.stripe.layers)} layers as "
+                     f"stripes, parity {self.stripe.max_abs_diff:.2e}, {self.stripe.macs / 1e6:.2f} M MACs")
+        return text
 
 
 def export(recipe: Recipe, inputs: Inputs, model: nn.Module, folder: Path) -> Exported:
@@ -280,7 +296,38 @@ def export(recipe: Recipe, inputs: Inputs, model: nn.Module, folder: Path) -> Ex
 
     cost = count_torch(model.cpu(), inputs.input_shape)
     onnx = export_artifact(model, inputs, folder / "model.onnx", recipe)
-    return Exported(onnx=onnx, macs_torch=cost.macs, params_torch=cost.params)
+    stripe = export_stripe_artifact(model, inputs, onnx, folder / "model.stripe.onnx", recipe)
+    return Exported(onnx=onnx, macs_torch=cost.macs, params_torch=cost.params, stripe=stripe)
+
+
+def export_stripe_artifact(model: nn.Module, inputs: Inputs, dense: OnnxArtifact | None, path: Path,
+                           recipe: Recipe) -> StripeArtifact | None:
+    """The stripe-decomposed (hybrid) graph of the dense-slim export, with parity and MACs on the graph."""
+    import copy
+    import time
+
+    from .export import check_parity
+    from .export.hybrid import export_stripe
+    from .export.stripe import stripe_mask
+    from .profiling.macs import count_onnx
+
+    cfg = recipe.export.stripe
+    if cfg.enabled is False or dense is None:
+        return None
+    sparse = any(isinstance(m, nn.Conv2d) and m.groups == 1 and max(m.kernel_size) > 1
+                 and not stripe_mask(m.weight).all() for m in model.modules())
+    if cfg.enabled == "auto" and not sparse:
+        return None
+    start = time.perf_counter()
+    batch = cfg.batch or max(recipe.profile.batch_sizes)
+    layers = export_stripe(dense.path, path, batch, recipe.profile.threads, form=cfg.form, min_gain=cfg.min_gain)
+    write_json(path.parent / "stripe_layers.json", {"batch": batch, "threads": recipe.profile.threads,
+                                                    "form": cfg.form, "layers": [c.to_json() for c in layers]})
+    cpu = copy.deepcopy(model).cpu().eval()
+    diff = check_parity(cpu, path, parity_images(inputs, recipe.export.parity_images))
+    cost = count_onnx(path)
+    return StripeArtifact(path=path, max_abs_diff=diff, macs=cost.macs, params=cost.params,
+                          seconds=time.perf_counter() - start, layers=tuple(layers), batch=batch)
 
 
 # --------------------------------------------------------------------------------------------- profile
@@ -302,6 +349,8 @@ def profile(recipe: Recipe, baseline_result: Baseline, exported: Exported, folde
     from .profiling.latency import latency_ratios, profile_onnxruntime
 
     artifacts = {"baseline_onnx": baseline_result.onnx.path, "pruned_onnx": exported.onnx.path}
+    if exported.stripe is not None:
+        artifacts["stripe_onnx"] = exported.stripe.path
     stats = profile_onnxruntime(artifacts, cfg.batch_sizes, cfg.threads, cfg.warmup, cfg.iterations, cfg.repeats)
     ratios = latency_ratios(stats, reference="baseline_onnx")
     write_json(folder / "latency.json", {"stats": [s.to_json() for s in stats], "ratios": ratios})

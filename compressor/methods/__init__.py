@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import functionality, hrank, l1, pfp, soft  # noqa: F401  (registering; l1 holds l1, l2, fpgm, random)
+from . import functionality, hrank, l1, pfp, soft, swp  # noqa: F401  (registering; l1 holds l1, l2, fpgm, random)
 from .base import (
     CalibrationContext,
     MethodOptions,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def render_markdown(report: dict) -> str:
-    parts = [_header(report), _results(report), _gates(report), _latency(report), _pruning(report),
+    parts = [_header(report), _results(report), _gates(report), _latency(report), _stripe(report), _pruning(report),
              _finetune(report), _artifacts(report), _timings(report)]
     return "\n\n".join(p for p in parts if p) + "\n"
 
@@ -76,6 +76,18 @@ def _latency(r: dict) -> str:
     versions = ", ".join(f"{k} {v}" for k, v in first.get("versions", {}).items())
     return text + (f"\n\nWarm-up {first['warmup']}, {first['iterations']} timed runs x {first['repeats']} rounds. "
                    f"{versions}")
+
+
+def _stripe(r: dict) -> str:
+    s = r.get("stripe")
+    if not s:
+        return ""
+    rows = [[c["name"].removesuffix(".weight"), f"{c['sparsity']:.1%}", c["stripes"], c["dense_ms"], c["stripe_ms"],
+             c["form"], c["reason"]] for c in s["layers"]]
+    return (f"## Stripe graph\n\n`{s['path']}`: {s['stripe_layers']} of {len(s['layers'])} KxK convolutions as "
+            f"stripes, {s['macs'] / 1e6:.2f} M MACs on the graph, parity {s['max_abs_diff']:.2e}. Per-layer choice "
+            f"measured at batch {s['choice_batch']} (onnxruntime CPU):\n\n"
+            + table(["layer", "stripe sparsity", "stripes", "dense ms", "stripe ms", "form", "why"], rows))
 
 
 def _pruning(r: dict) -> str:

@@ -37,6 +37,7 @@ def build_report(recipe: Recipe, recipe_path, out: Path, inputs, baseline, prune
                      "log": [vars(e) for e in tuned.result.epochs]},
         "artifacts": _artifacts(out, baseline, tuned, exported, profiled),
         "parity": _parity(baseline, exported),
+        "stripe": _stripe(exported),
         "latency": [s.to_json() for s in profiled.stats],
         "latency_ratios": list(profiled.ratios),
         "gates": gates,
@@ -93,6 +94,9 @@ def _artifacts(out: Path, baseline, tuned, exported, profiled) -> dict:
         paths["baseline_onnx"] = baseline.onnx.path
     if exported.onnx is not None:
         paths["pruned_onnx"] = exported.onnx.path
+    if exported.stripe is not None:
+        paths["stripe_onnx"] = exported.stripe.path
+        paths["stripe_layers"] = exported.stripe.path.parent / "stripe_layers.json"
     paths["pruned_state_dict"] = tuned.files["state_dict"]
     paths["pruning_history"] = tuned.files["history"]
     paths["widths"] = out / "pruned" / "widths.json"
@@ -107,7 +111,20 @@ def _parity(baseline, exported) -> dict:
         found["baseline_onnx"] = baseline.onnx.max_abs_diff
     if exported.onnx is not None:
         found["pruned_onnx"] = exported.onnx.max_abs_diff
+    if exported.stripe is not None:
+        found["stripe_onnx"] = exported.stripe.max_abs_diff
     return found
+
+
+def _stripe(exported) -> dict | None:
+    """The stripe graph: its MACs/params on the graph and the per-layer choice (see export/hybrid.py)."""
+    art = getattr(exported, "stripe", None)
+    if art is None:
+        return None
+    return {"path": art.path.name, "macs": art.macs, "params": art.params, "max_abs_diff": art.max_abs_diff,
+            "choice_batch": art.batch, "stripe_layers": art.stripe_layers, "layers": [c.to_json() for c in art.layers],
+            "note": "params count every float initializer of the graph, including the 0/1 accumulation matrices "
+                    "and column masks of stripe layers"}
 
 
 def _r(value: float | None, digits: int = 4) -> float | None:

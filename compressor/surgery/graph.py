@@ -62,10 +62,13 @@ def example_input(input_shape: tuple[int, int, int], device: torch.device | str 
 
 
 def build_graph(model: nn.Module, example: torch.Tensor):
-    """A torch-pruning DependencyGraph of ``model`` with our custom-layer pruners; keeps the train flag."""
+    """A torch-pruning DependencyGraph of ``model`` with our custom-layer pruners. Traced in eval mode (a
+    training-mode trace would update BatchNorm running statistics with the example input); the train flag
+    is restored after."""
     import torch_pruning as tp
 
     was_training = model.training
+    model.eval()
     try:
         with torch.enable_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -113,10 +116,12 @@ def find_heads(model: nn.Module, example: torch.Tensor) -> list[str]:
     names = {m: n for n, m in model.named_modules() if isinstance(m, PARAM_LAYERS)}
     order: list[tuple[str, torch.Tensor]] = []
     hooks = [m.register_forward_hook(lambda mod, _i, out: order.append((names[mod], out))) for m in names]
+    was_training = model.training
     try:
         with torch.no_grad():
-            output = model(example)
+            output = model.eval()(example)  # eval: a training-mode pass would move BatchNorm statistics
     finally:
+        model.train(was_training)
         for hook in hooks:
             hook.remove()
     outputs = [t for t in _flatten(output) if isinstance(t, torch.Tensor)]

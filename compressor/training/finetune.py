@@ -41,6 +41,9 @@ class TrainingHooks:
         """(parameter, boolean mask of its frozen elements): kept exactly zero and untouched by the optimizer."""
         return []
 
+    def before_step(self, model: nn.Module) -> None:  # noqa: B027 (optional hook)
+        """Called after ``backward`` and before the optimizer step (e.g. to add a sub-gradient)."""
+
     def end_epoch(self, model: nn.Module, epoch: int) -> None:  # noqa: B027 (optional hook)
         """Called after every epoch's optimizer steps, before validation (1-based epoch)."""
 
@@ -131,6 +134,8 @@ def _train_epoch(model, train_loader, val_loader, optimizer, scheduler, cfg, dev
             loss = F.cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if hasattr(hooks, "before_step"):
+                hooks.before_step(model)
             frozen = hooks.frozen()
             _block_gradients(frozen)
             optimizer.step()

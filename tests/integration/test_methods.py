@@ -78,3 +78,19 @@ def test_training_time_methods_end_to_end(tmp_path, method):
     schedule = pruning["method_details"]["schedule"]
     assert [s["epoch"] for s in schedule] == [0, 1, 2] and schedule[-1]["hard"] <= schedule[-1]["pruned"]
     assert abs(report["reduction"]["macs_pct"] - 50) <= 1.0
+
+
+def test_swp_end_to_end_writes_a_stripe_graph(tmp_path):
+    """delta just under the initial 1: entries the loss pushes down go (a deterministic, partial sparsity). The
+    stripe graph is exported (every sparse layer as stripes), matches PyTorch and is profiled with the others."""
+    report = run(tmp_path, SMALL + ["method={name: swp, epochs: 2, alpha: 0.0001, threshold: 0.999}",
+                                    "pruning={residual: internal}", "finetune.epochs=0",
+                                    "export.stripe.form=stripe"])
+    pruning, stripe = report["pruning"], report["stripe"]
+    details = pruning["method_details"]
+    assert 0 < details["stripe_sparsity"] < 1 and [h["epoch"] for h in details["history"]] == [1, 2]
+    assert pruning["masked_vs_pruned_max_abs_diff"] < 1e-4
+    assert stripe["stripe_layers"] > 0 and report["parity"]["stripe_onnx"] < 1e-4
+    assert {s["artifact"] for s in report["latency"]} == {"baseline_onnx", "pruned_onnx", "stripe_onnx"}
+    assert (tmp_path / "run" / report["artifacts"]["stripe_onnx"]).is_file()
+    assert any(g["name"] == "parity:stripe" and g["passed"] for g in report["gates"])

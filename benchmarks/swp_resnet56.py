@@ -1,0 +1,61 @@
+"""SWP end to end on ResNet-56: stripe sparsity, MACs, accuracy, dense-slim vs hybrid stripe latency.
+
+Runs ``recipes/swp_resnet56_cifar10.yaml`` through the pipeline from the akamaster ResNet-56 checkpoint,
+training the Filter Skeleton on a fixed subset of ``cifar10-jpg/train.zip`` (500 of it held out for
+validation) and testing on the exact first 1,017 CIFAR-10 test images. The profile stage measures the
+baseline, the dense-slim pruned graph and the hybrid stripe graph side by side (onnxruntime CPU, 1 thread,
+interleaved rounds). Prints the figures the benchmarks README quotes; the run folder holds the rest.
+
+    .venv/bin/python benchmarks/swp_resnet56.py [--data ../shared/data] [--epochs 6] [--alpha 0.5] [--out runs/swp]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from compressor.pipeline import run
+from compressor.recipe import load_recipe
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=Path(os.environ.get("COMPRESSOR_SHARED_DATA", "../shared/data")))
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--alpha", type=float, default=0.5)
+    parser.add_argument("--threshold", type=float, default=0.05)
+    parser.add_argument("--subset", type=int, default=10500)
+    parser.add_argument("--out", type=Path, default=REPO / "runs" / "swp_resnet56")
+    args = parser.parse_args()
+    checkpoint = sorted((args.data / "checkpoints" / "akamaster").glob("resnet56-*.th"))[0]
+    overrides = [
+        f"model.checkpoint={checkpoint}",
+        f"data.train={{format: imagefolder, path: {args.data / 'cifar10-jpg' / 'train.zip'}, subset: {args.subset}}}",
+        f"data.test={{format: npz, path: {args.data / 'cifar10-exact' / 'test_first1017.npz'}, "
+        "labels_key: labels_all10000}",
+        "data.val_split=500", f"method.epochs={args.epochs}", f"method.alpha={args.alpha}",
+        f"method.threshold={args.threshold}", "gates={}",
+    ]
+    recipe = load_recipe(REPO / "recipes" / "swp_resnet56_cifar10.yaml", overrides)
+    report = run(recipe, args.out, overwrite=True).report
+    details = report["pruning"]["method_details"]
+    summary = {
+        "alpha": args.alpha, "threshold": args.threshold, "epochs": args.epochs,
+        "stripe_sparsity": details.get("stripe_sparsity"), "history": details.get("history"),
+        "filters_removed": details.get("filters_without_stripes"),
+        "baseline_top1": report["baseline"]["accuracy"], "pruned_top1": report["pruned"]["accuracy"],
+        "macs_baseline": report["baseline"]["macs"], "macs_dense_slim": report["pruned"]["macs"],
+        "macs_stripe_graph": (report["stripe"] or {}).get("macs"),
+        "stripe_layers": (report["stripe"] or {}).get("stripe_layers"),
+        "layers": len((report["stripe"] or {}).get("layers", [])),
+        "latency_ratios": report["latency_ratios"],
+    }
+    print(json.dumps(summary, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,203 @@
+"""The hybrid stripe graph: each sparse KxK Conv of a dense-slim ONNX model emitted as stripe or dense,
+whichever measured faster on onnxruntime CPU at the target batch and thread count.
+
+Every eligible layer is timed in isolation, dense and stripe forms interleaved (``repeats`` rounds, median
+of each), on random input of its real shape. A layer goes stripe only when its stripe median is at most
+``1 - min_gain`` of its dense median, so that measurement noise does not flip near-ties towards the
+slower form; the whole graph is then one rewrite of the dense-slim file (same inputs, outputs, weights).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ExportError
+from .stripe import StripeLayout, layout_for, stripe_nodes
+
+IR_VERSION = 9  # onnxruntime 1.2x reads IR <= 10; onnx.helper would stamp its newest
+
+
+@dataclass(frozen=True)
+class LayerChoice:
+    name: str            # the Conv's weight initializer, i.e. the torch layer path + ".weight"
+    sparsity: float      # fraction of zero stripes
+    stripes: int
+    dense_ms: float | None
+    stripe_ms: float | None
+    form: str            # "stripe" or "dense"
+    reason: str
+
+    def to_json(self) -> dict:
+        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    node: object         # onnx NodeProto
+    layout: StripeLayout
+    bias: str | None
+    weight: np.ndarray
+
+
+def candidates(model) -> tuple[list[Candidate], dict[str, str]]:
+    """Conv nodes the stripe form can express, and why each other KxK Conv cannot."""
+    import onnx
+    from onnx import numpy_helper
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    shapes = {v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
+              for v in (*inferred.graph.input, *inferred.graph.value_info)}
+    weights = {i.name: i for i in model.graph.initializer}
+    found, refused = [], {}
+    for node in model.graph.node:
+        if node.op_type != "Conv" or node.domain not in ("", "ai.onnx") or node.input[1] not in weights:
+            continue
+        weight = numpy_helper.to_array(weights[node.input[1]])
+        if weight.ndim != 4 or weight.shape[2] < 2:
+            continue
+        why = _unsupported(node, shapes.get(node.input[0]))
+        if why:
+            refused[node.input[1]] = why
+            continue
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        height, width = shapes[node.input[0]][2:]
+        try:
+            layout = layout_for(weight, attrs.get("strides", [1])[0], attrs.get("pads", [0])[0], height, width)
+        except ExportError as exc:
+            refused[node.input[1]] = str(exc)
+            continue
+        bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
+        found.append(Candidate(node, layout, bias, weight))
+    return found, refused
+
+
+def _unsupported(node, shape) -> str | None:
+    import onnx
+
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    auto_pad = attrs.get("auto_pad", b"NOTSET")
+    if attrs.get("group", 1) != 1:
+        return "grouped convolution"
+    if any(d != 1 for d in attrs.get("dilations", [1])):
+        return "dilated convolution"
+    if auto_pad not in (b"NOTSET", "NOTSET") or len(set(attrs.get("pads", [0]))) > 1:
+        return "asymmetric or automatic padding"
+    if len(set(attrs.get("strides", [1]))) > 1:
+        return "unequal strides"
+    if shape is None or len(shape) != 4 or None in shape[1:]:
+        return "input spatial size unknown (the stripe form fixes it at export)"
+    return None
+
+
+def choose(found: list[Candidate], batch: int, threads: int | None, repeats: int = 7,
+           min_gain: float = 0.05, min_sparsity: float = 0.0, form: str = "hybrid") -> list[LayerChoice]:
+    """Per-layer decision. ``form``: hybrid (measured), stripe (every candidate), dense (none)."""
+    choices = []
+    for cand in found:
+        lay, name = cand.layout, cand.node.input[1]
+        if lay.stripes == 0 or lay.sparsity <= min_sparsity:
+            why = "no stripe left" if lay.stripes == 0 else f"sparsity {lay.sparsity:.2f} <= {min_sparsity}"
+            choices.append(LayerChoice(name, lay.sparsity, lay.stripes, None, None, "dense", why))
+            continue
+        if form != "hybrid":
+            choices.append(LayerChoice(name, lay.sparsity, lay.stripes, None, None, form, f"export.stripe.form={form}"))
+            continue
+        dense_ms, stripe_ms = measure_layer(cand, batch, threads, repeats)
+        wins = stripe_ms <= (1 - min_gain) * dense_ms
+        choices.append(LayerChoice(name, lay.sparsity, lay.stripes, dense_ms, stripe_ms, "stripe" if wins else "dense",
+                                   f"measured at batch {batch}: stripe/dense {stripe_ms / dense_ms:.2f}"))
+    return choices
+
+
+def single_layer_models(cand: Candidate):
+    """(dense, stripe) one-node ONNX models of a candidate, for timing and parity."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    lay = cand.layout
+    bias = None if cand.bias is None else np.zeros(lay.out_channels, np.float32)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", lay.in_channels, lay.height, lay.width])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", lay.out_channels, *lay.out_size])
+    inits = [numpy_helper.from_array(cand.weight.astype(np.float32), "w")]
+    if bias is not None:
+        inits.append(numpy_helper.from_array(bias, "b"))
+    conv = helper.make_node("Conv", ["x", "w"] + (["b"] if bias is not None else []), ["y"],
+                            kernel_shape=[lay.kernel] * 2, pads=[lay.padding] * 4, strides=[lay.stride] * 2)
+    nodes, stripe_inits = stripe_nodes(lay, "x", "y", "b" if bias is not None else None, "s_")
+    models = []
+    for graph_nodes, graph_inits in (([conv], inits), (nodes, stripe_inits + inits[1:])):
+        graph = helper.make_graph(graph_nodes, "layer", [x], [y], graph_inits)
+        models.append(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=IR_VERSION))
+    return models[0], models[1]
+
+
+def measure_layer(cand: Candidate, batch: int, threads: int | None, repeats: int = 7) -> tuple[float, float]:
+    """Median ms of the dense and the stripe form, interleaved rounds."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    sessions = [ort.InferenceSession(m.SerializeToString(), options, providers=["CPUExecutionProvider"])
+                for m in single_layer_models(cand)]
+    lay = cand.layout
+    x = np.random.default_rng(0).standard_normal((batch, lay.in_channels, lay.height, lay.width)).astype(np.float32)
+    iterations = max(3, 256 // batch)
+    times: list[list[float]] = [[], []]
+    for session in sessions:
+        session.run(None, {"x": x})
+    for _ in range(repeats):
+        for k, session in enumerate(sessions):
+            start = time.perf_counter()
+            for _ in range(iterations):
+                session.run(None, {"x": x})
+            times[k].append((time.perf_counter() - start) / iterations * 1e3)
+    return float(np.median(times[0])), float(np.median(times[1]))
+
+
+def rewrite(model, found: list[Candidate], choices: list[LayerChoice]):
+    """A copy of ``model`` with the Conv nodes chosen as stripe replaced by their stripe subgraphs."""
+    import onnx
+
+    stripe = {c.name for c in choices if c.form == "stripe"}
+    by_name = {cand.node.input[1]: cand for cand in found}
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    del out.graph.node[:]
+    used = {n for node in model.graph.node for n in node.input}
+    for k, node in enumerate(model.graph.node):
+        name = node.input[1] if node.op_type == "Conv" and len(node.input) > 1 else None
+        if name not in stripe:
+            out.graph.node.append(node)
+            continue
+        cand = by_name[name]
+        nodes, inits = stripe_nodes(cand.layout, node.input[0], node.output[0], cand.bias, f"stripe{k}/")
+        out.graph.node.extend(nodes)
+        out.graph.initializer.extend(inits)
+    still_used = {n for node in out.graph.node for n in node.input}
+    keep = [i for i in out.graph.initializer if i.name in still_used or i.name not in used]
+    del out.graph.initializer[:]
+    out.graph.initializer.extend(keep)
+    return out
+
+
+def export_stripe(dense_path: Path, out_path: Path, batch: int, threads: int | None, form: str = "hybrid",
+                  min_gain: float = 0.05, min_sparsity: float = 0.0) -> list[LayerChoice]:
+    """Write ``out_path`` (the stripe/hybrid graph of ``dense_path``); return the per-layer choices."""
+    import onnx
+
+    model = onnx.load(str(dense_path))
+    found, refused = candidates(model)
+    choices = choose(found, batch, threads, min_gain=min_gain, min_sparsity=min_sparsity, form=form)
+    choices += [LayerChoice(name, 0.0, 0, None, None, "dense", why) for name, why in refused.items()]
+    rewritten = rewrite(model, found, choices)
+    onnx.checker.check_model(rewritten)
+    tmp = out_path.with_suffix(".tmp")
+    onnx.save(rewritten, str(tmp))
+    tmp.replace(out_path)
+    return choices
