@@ -208,3 +208,15 @@ def test_apply_selection_refuses_to_empty_a_layer():
     model = resnet20()
     with pytest.raises(SurgeryError, match="every channel"):
         apply_selection(model, torch.randn(1, *SHAPE), {"layer1.0.conv1": list(range(16))})
+
+
+def test_analysis_of_a_model_in_training_mode_leaves_its_batchnorm_statistics_alone():
+    """Tracing and head finding run forward passes: in training mode they would move running statistics
+    towards the random example input (the masked and the pruned SWP/SFP networks then differed)."""
+    model = resnet20().train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    prune(model, (3, 32, 32), L1(L1Options(name="l1")), PruningConfig(ratio=0.25, residual="internal"))
+    assert model.training
+    after = model.state_dict()
+    moved = [k for k in before if "running" in k and after[k].shape == before[k].shape and not torch.equal(after[k], before[k])]
+    assert not moved
