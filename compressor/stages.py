@@ -338,7 +338,9 @@ class Profiled:
 
     @property
     def summary(self) -> str:
-        parts = [f"batch {r['batch']}: {r['speedup']:.2f}x" for r in self.ratios]
+        several = len({r["artifact"] for r in self.ratios}) > 1
+        parts = [(f"{r['artifact']} " if several else "") + f"batch {r['batch']}: {r['speedup']:.2f}x"
+                 for r in self.ratios]
         return "speedup " + ", ".join(parts) if parts else "skipped"
 
 

@@ -155,3 +155,16 @@ def test_layers_without_measurable_gain_or_stripes_stay_dense():
     [choice] = choose([cand], batch=1, threads=1, min_sparsity=0.0)
     assert choice.form == "dense" and "sparsity" in choice.reason
     assert isinstance(choice, LayerChoice)
+
+
+def test_macs_of_a_stripe_layer_are_counted_on_the_graph(tmp_path):
+    from compressor.profiling.macs import count_onnx
+
+    conv = masked_conv((16, 8, 3, 1, 1, 8, 8, 0.8))
+    layout = layout_for(conv.weight, 1, 1, 8, 8)
+    dense, stripe = single_layer_models(Candidate(None, layout, None, conv.weight.detach().numpy()))
+    for name, model in (("dense", dense), ("stripe", stripe)):
+        onnx.save(model, str(tmp_path / f"{name}.onnx"))
+    s, hw = layout.stripes, 8 * 8
+    assert count_onnx(tmp_path / "dense.onnx").macs == 16 * 8 * 9 * hw
+    assert count_onnx(tmp_path / "stripe.onnx").macs == s * 8 * hw + 16 * s * hw  # stripe GEMM + 0/1 accumulation
