@@ -272,6 +272,9 @@ class Recipe(StrictModel):
         if not self.pruning.sets_amount and not getattr(self.method, "allocates", False):
             raise ValueError("pruning: nothing to prune; set ratio, macs_reduction_pct, params_reduction_pct, layers "
                              "or layer_ratios (or a method option that decides, e.g. functionality's threshold)")
+        if self.export.stripe.enabled is True and not self.export.onnx:
+            raise ValueError("export.stripe.enabled: true needs export.onnx: true (the stripe graph is a rewrite of "
+                             "the dense ONNX export); set export.onnx: true or export.stripe.enabled: auto")
         for gate in self.gates.max_latency_ms:
             if not self.export.onnx or not self.profile.enabled:
                 raise ValueError("gates.max_latency_ms needs the ONNX export and profiling (export.onnx and "

@@ -210,3 +210,12 @@ def test_setting_another_kind_of_entry_replaces_it():
 def test_switching_the_method_by_name_drops_the_old_methods_defaults():
     recipe = load_recipe(QUICKSTART, ["method.name=hrank"])
     assert recipe.method.name == "hrank" and recipe.method.images == 500
+
+
+def test_stripe_export_options_are_checked():
+    recipe = load_recipe(QUICKSTART, ["export.stripe={form: stripe, batch: 8, min_gain: 0.1}"])
+    assert (recipe.export.stripe.enabled, recipe.export.stripe.form, recipe.export.stripe.batch) == ("auto", "stripe", 8)
+    with pytest.raises(RecipeError, match="export.stripe.enabled: true needs export.onnx"):
+        load_recipe(QUICKSTART, ["export.onnx=false", "export.stripe.enabled=true"])
+    with pytest.raises(RecipeError, match="export.stripe.form"):
+        load_recipe(QUICKSTART, ["export.stripe.form=sparse"])
