@@ -130,7 +130,10 @@ def _print_summary(report: dict, out_dir: Path) -> None:
     table.add_row("MACs (M)", f"{b['macs'] / 1e6:.2f}", f"{p['macs'] / 1e6:.2f} (-{report['reduction']['macs_pct']:.1f}%)")
     table.add_row("params (k)", f"{b['params'] / 1e3:.1f}", f"{p['params'] / 1e3:.1f}")
     for ratio in report["latency_ratios"]:
-        table.add_row(f"latency b{ratio['batch']}", "1.00x", f"{ratio['ratio']:.2f}x ({ratio['speedup']:.2f}x faster)")
+        label = f"latency b{ratio['batch']}"
+        if ratio["artifact"] != "pruned_onnx":  # e.g. the stripe graph against dense-slim
+            label = f"{ratio['artifact']} b{ratio['batch']} vs {ratio.get('reference', 'baseline_onnx')}"
+        table.add_row(label, "1.00x", f"{ratio['ratio']:.2f}x ({ratio['speedup']:.2f}x faster)")
     console = Console()
     console.print(table)
     for gate in report["gates"]:

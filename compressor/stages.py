@@ -339,8 +339,8 @@ class Profiled:
     @property
     def summary(self) -> str:
         several = len({r["artifact"] for r in self.ratios}) > 1
-        parts = [(f"{r['artifact']} " if several else "") + f"batch {r['batch']}: {r['speedup']:.2f}x"
-                 for r in self.ratios]
+        parts = [(f"{r['artifact']} vs {r['reference']} " if several else "") + f"batch {r['batch']}: "
+                 f"{r['speedup']:.2f}x" for r in self.ratios]
         return "speedup " + ", ".join(parts) if parts else "skipped"
 
 
@@ -355,6 +355,8 @@ def profile(recipe: Recipe, baseline_result: Baseline, exported: Exported, folde
         artifacts["stripe_onnx"] = exported.stripe.path
     stats = profile_onnxruntime(artifacts, cfg.batch_sizes, cfg.threads, cfg.warmup, cfg.iterations, cfg.repeats)
     ratios = latency_ratios(stats, reference="baseline_onnx")
+    if exported.stripe is not None:  # the question SWP asks: is the stripe graph faster than dense-slim?
+        ratios += [r for r in latency_ratios(stats, reference="pruned_onnx") if r["artifact"] == "stripe_onnx"]
     write_json(folder / "latency.json", {"stats": [s.to_json() for s in stats], "ratios": ratios})
     return Profiled(stats=tuple(stats), ratios=tuple(ratios))
 

@@ -67,11 +67,12 @@ def _latency(r: dict) -> str:
     text = "## Latency\n\n" + table(["artifact", "backend", "batch", "threads", "p50 ms", "p90 ms", "p99 ms",
                                      "images/s"], rows)
     if r["latency_ratios"]:
-        ratio_rows = [[x["artifact"], x["batch"], x["ratio"], x["speedup"], f"{x['spread']:.1%}"]
-                      for x in r["latency_ratios"]]
+        ratio_rows = [[x["artifact"], x.get("reference", "baseline_onnx"), x["batch"], x["ratio"], x["speedup"],
+                       f"{x['spread']:.1%}"] for x in r["latency_ratios"]]
         text += ("\n\nMeasured side by side in one process, interleaved rounds; ratio = median over rounds of "
-                 "(artifact p50 / baseline p50).\n\n"
-                 + table(["artifact", "batch", "latency ratio", "speedup", "spread of round ratios"], ratio_rows))
+                 "(artifact p50 / reference p50).\n\n"
+                 + table(["artifact", "reference", "batch", "latency ratio", "speedup", "spread of round ratios"],
+                         ratio_rows))
     first = r["latency"][0]
     versions = ", ".join(f"{k} {v}" for k, v in first.get("versions", {}).items())
     return text + (f"\n\nWarm-up {first['warmup']}, {first['iterations']} timed runs x {first['repeats']} rounds. "

@@ -92,5 +92,7 @@ def test_swp_end_to_end_writes_a_stripe_graph(tmp_path):
     assert pruning["masked_vs_pruned_max_abs_diff"] < 1e-4
     assert stripe["stripe_layers"] > 0 and report["parity"]["stripe_onnx"] < 1e-4
     assert {s["artifact"] for s in report["latency"]} == {"baseline_onnx", "pruned_onnx", "stripe_onnx"}
+    assert {(r["artifact"], r["reference"]) for r in report["latency_ratios"]} == {
+        ("pruned_onnx", "baseline_onnx"), ("stripe_onnx", "baseline_onnx"), ("stripe_onnx", "pruned_onnx")}
     assert (tmp_path / "run" / report["artifacts"]["stripe_onnx"]).is_file()
     assert any(g["name"] == "parity:stripe" and g["passed"] for g in report["gates"])
