@@ -267,6 +267,7 @@ def save_model(recipe: Recipe, inputs: Inputs, model: nn.Module, history: list, 
 class StripeArtifact(OnnxArtifact):
     layers: tuple = ()  # hybrid.LayerChoice per KxK conv
     batch: int = 1      # the batch the choice was measured at
+    graph_check: dict | None = None  # whole-graph dense vs hybrid timings (hybrid form)
 
     @property
     def stripe_layers(self) -> int:
@@ -320,14 +321,17 @@ def export_stripe_artifact(model: nn.Module, inputs: Inputs, dense: OnnxArtifact
         return None
     start = time.perf_counter()
     batch = cfg.batch or max(recipe.profile.batch_sizes)
-    layers = export_stripe(dense.path, path, batch, recipe.profile.threads, form=cfg.form, min_gain=cfg.min_gain)
+    result = export_stripe(dense.path, path, batch, recipe.profile.threads, form=cfg.form, min_gain=cfg.min_gain)
+    layers = result.choices
     write_json(path.parent / "stripe_layers.json", {"batch": batch, "threads": recipe.profile.threads,
-                                                    "form": cfg.form, "layers": [c.to_json() for c in layers]})
+                                                    "form": cfg.form, "whole_graph_check": result.graph_check,
+                                                    "layers": [c.to_json() for c in layers]})
     cpu = copy.deepcopy(model).cpu().eval()
     diff = check_parity(cpu, path, parity_images(inputs, recipe.export.parity_images))
     cost = count_onnx(path)
     return StripeArtifact(path=path, max_abs_diff=diff, macs=cost.macs, params=cost.params,
-                          seconds=time.perf_counter() - start, layers=tuple(layers), batch=batch)
+                          seconds=time.perf_counter() - start, layers=tuple(layers), batch=batch,
+                          graph_check=result.graph_check)
 
 
 # --------------------------------------------------------------------------------------------- profile

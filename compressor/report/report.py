@@ -122,7 +122,8 @@ def _stripe(exported) -> dict | None:
     if art is None:
         return None
     return {"path": art.path.name, "macs": art.macs, "params": art.params, "max_abs_diff": art.max_abs_diff,
-            "choice_batch": art.batch, "stripe_layers": art.stripe_layers, "layers": [c.to_json() for c in art.layers],
+            "choice_batch": art.batch, "stripe_layers": art.stripe_layers, "whole_graph_check": art.graph_check,
+            "layers": [c.to_json() for c in art.layers],
             "note": "params count every float initializer of the graph, including the 0/1 accumulation matrices "
                     "and column masks of stripe layers"}
 

@@ -117,7 +117,9 @@ def test_rewrite_of_an_exported_network_keeps_its_outputs(tmp_path):
     model = sparse_plain_net(0.7)
     path = tmp_path / "model.onnx"
     export_onnx(model, torch.randn(1, 3, 16, 16), path)
-    choices = export_stripe(path, tmp_path / "model.stripe.onnx", batch=2, threads=1, form="stripe")
+    result = export_stripe(path, tmp_path / "model.stripe.onnx", batch=2, threads=1, form="stripe")
+    choices = result.choices
+    assert result.graph_check is None  # forced form: nothing measured
     assert any(c.form == "stripe" for c in choices)
     stripe = onnx.load(str(tmp_path / "model.stripe.onnx"))
     onnx.checker.check_model(stripe)
@@ -168,3 +170,21 @@ def test_macs_of_a_stripe_layer_are_counted_on_the_graph(tmp_path):
     s, hw = layout.stripes, 8 * 8
     assert count_onnx(tmp_path / "dense.onnx").macs == 16 * 8 * 9 * hw
     assert count_onnx(tmp_path / "stripe.onnx").macs == s * 8 * hw + 16 * s * hw  # stripe GEMM + 0/1 accumulation
+
+
+def test_whole_graph_check_demotes_stripes_when_the_graph_is_not_faster(monkeypatch, tmp_path):
+    model = sparse_plain_net(0.8)
+    path = tmp_path / "model.onnx"
+    export_onnx(model, torch.randn(1, 3, 16, 16), path)
+    monkeypatch.setattr("compressor.export.hybrid.measure_layer", lambda cand, *a, **k: (1.0, 0.6))  # 40% each
+    graph_times = iter([(1.0, 1.2), (1.0, 1.1), (1.0, 1.05)])  # the whole hybrid graph is never faster
+    monkeypatch.setattr("compressor.export.hybrid.measure_models", lambda *a, **k: next(graph_times))
+    result = export_stripe(path, tmp_path / "model.stripe.onnx", batch=4, threads=1)
+    assert all(c.form == "dense" for c in result.choices)
+    assert result.graph_check["accepted"] is None and len(result.graph_check["tried"]) == 2  # 5%, then 25%
+    assert any("slower than dense-slim" in c.reason for c in result.choices)
+
+    graph_times = iter([(1.0, 0.8)])
+    monkeypatch.setattr("compressor.export.hybrid.measure_models", lambda *a, **k: next(graph_times))
+    result = export_stripe(path, tmp_path / "model.stripe.onnx", batch=4, threads=1)
+    assert sum(c.form == "stripe" for c in result.choices) == 3 and result.graph_check["accepted"]["hybrid_ms"] == 0.8
