@@ -6,7 +6,7 @@ validation) and testing on the exact first 1,017 CIFAR-10 test images. The profi
 baseline, the dense-slim pruned graph and the hybrid stripe graph side by side (onnxruntime CPU, 1 thread,
 interleaved rounds). Prints the figures the benchmarks README quotes; the run folder holds the rest.
 
-    .venv/bin/python benchmarks/swp_resnet56.py [--data ../shared/data] [--epochs 6] [--alpha 0.03] [--out runs/swp]
+    .venv/bin/python benchmarks/swp_resnet56.py [--data ../shared/data] [--epochs 6] [--alpha 1e-5] [--out runs/swp]
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path(os.environ.get("COMPRESSOR_SHARED_DATA", "../shared/data")))
     parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--alpha", type=float, default=0.03)
+    parser.add_argument("--alpha", type=float, default=1e-5)
     parser.add_argument("--threshold", type=float, default=0.05)
     parser.add_argument("--subset", type=int, default=10500)
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "swp_resnet56")
