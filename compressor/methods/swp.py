@@ -86,14 +86,14 @@ class SWP(PruningMethod):
 
     # --------------------------------------------------------------------------------- training hooks
     def begin(self, model: nn.Module, groups: list, final_kept=None, multiples=None, minimum: int = 1) -> None:
-        """Attach a skeleton to every KxK conv; remember the block-internal groups (their filters may go)."""
+        """Attach a skeleton to every KxK conv; remember the block-internal groups (their filters may go).
+        The kept counts, multiples and minimum of the soft methods' signature are unused: SWP decides its
+        counts at the end (``allocate``), where the rounding rules apply."""
         self.layers = skeleton_layers(model)
         for name in self.layers:
             conv = model.get_submodule(name)
             parametrize.register_parametrization(conv, "weight", Skeleton(conv.out_channels, conv.kernel_size))
         self.groups = {info.key: info for info in groups if not info.residual and not info.custom_slots}
-        self.multiples, self.minimum = multiples or {}, minimum
-        self.model = model
         self._frozen: list = []
         self.history: list[dict] = []
         self.before_step(model)
