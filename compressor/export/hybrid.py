@@ -59,11 +59,11 @@ def candidates(model) -> tuple[list[Candidate], dict[str, str]]:
         weight = numpy_helper.to_array(weights[node.input[1]])
         if weight.ndim != 4 or weight.shape[2] < 2:
             continue
-        why = _unsupported(node, shapes.get(node.input[0]))
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        why = _unsupported(attrs, shapes.get(node.input[0]))
         if why:
             refused[node.input[1]] = why
             continue
-        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         height, width = shapes[node.input[0]][2:]
         try:
             layout = layout_for(weight, attrs.get("strides", [1])[0], attrs.get("pads", [0])[0], height, width)
@@ -75,10 +75,7 @@ def candidates(model) -> tuple[list[Candidate], dict[str, str]]:
     return found, refused
 
 
-def _unsupported(node, shape) -> str | None:
-    import onnx
-
-    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+def _unsupported(attrs: dict, shape) -> str | None:
     auto_pad = attrs.get("auto_pad", b"NOTSET")
     if attrs.get("group", 1) != 1:
         return "grouped convolution"

@@ -87,7 +87,7 @@ class GroupMasks:
     def _soften(self, model: nn.Module, info, channels: list[int], decay: float) -> None:
         for layer, slot in info.producer_slots.items():
             module = model.get_submodule(layer)
-            idx = _positions(slot, channels)
+            idx = layer_positions(slot, channels)
             module.weight[idx] *= decay
             if module.bias is not None:
                 module.bias[idx] *= decay
@@ -98,18 +98,18 @@ class GroupMasks:
         self.hard[info.key].update(channels)
         for layer, slot in {**info.producer_slots, **info.norm_slots}.items():
             module = model.get_submodule(layer)
-            idx = _positions(slot, channels)
+            idx = layer_positions(slot, channels)
             module.weight[idx] = 0
             if module.bias is not None:
                 module.bias[idx] = 0
         for layer, slot in info.consumer_slots.items():
-            model.get_submodule(layer).weight[:, _positions(slot, channels)] = 0
+            model.get_submodule(layer).weight[:, layer_positions(slot, channels)] = 0
         for layer, slot in info.custom_slots.items():
             module = model.get_submodule(layer)
             if layer not in self._hooks:
                 mask = _OutputMask(module.out_channels, slot.layer_idx.device)
                 self._hooks[layer] = (mask, module.register_forward_hook(mask))
-            self._hooks[layer][0].keep[_positions(slot, channels)] = 0
+            self._hooks[layer][0].keep[layer_positions(slot, channels)] = 0
 
     def _frozen_elements(self, model: nn.Module) -> list:
         masks: dict[nn.Parameter, torch.Tensor] = {}
@@ -125,14 +125,14 @@ class GroupMasks:
                 continue
             for layer, slot in {**info.producer_slots, **info.norm_slots}.items():
                 module = model.get_submodule(layer)
-                mark(module.weight, _positions(slot, hard))
-                mark(module.bias, _positions(slot, hard))
+                mark(module.weight, layer_positions(slot, hard))
+                mark(module.bias, layer_positions(slot, hard))
             for layer, slot in info.consumer_slots.items():
-                mark(model.get_submodule(layer).weight, (slice(None), _positions(slot, hard)))
+                mark(model.get_submodule(layer).weight, (slice(None), layer_positions(slot, hard)))
         return list(masks.items())
 
 
-def _positions(slot, channels: list[int]) -> torch.Tensor:
+def layer_positions(slot, channels: list[int]) -> torch.Tensor:
     """The layer's own indices carrying the given group channels."""
     wanted = torch.tensor(sorted(channels), dtype=torch.long)
     return slot.layer_idx[torch.isin(slot.root_idx, wanted)]

@@ -75,6 +75,13 @@ def skeleton_layers(model: nn.Module) -> list[str]:
             if isinstance(m, nn.Conv2d) and m.groups == 1 and max(m.kernel_size) > 1]
 
 
+def alive_stripes(conv: nn.Conv2d) -> torch.Tensor:
+    """(N, K, K) bool: surviving stripes, from the skeleton while it is attached, else from the weight."""
+    if parametrize.is_parametrized(conv, "weight"):
+        return conv.parametrizations.weight[0].skeleton.detach() != 0
+    return conv.weight.detach().abs().sum(dim=1) != 0
+
+
 @register
 class SWP(PruningMethod):
     name = "swp"
@@ -104,6 +111,8 @@ class SWP(PruningMethod):
     @torch.no_grad()
     def before_step(self, model: nn.Module) -> None:
         """After backward: add alpha * sign(I) to I's gradient, prune |I| <= delta, zero dead filters' BN."""
+        from .soft_masks import layer_positions  # lazy: soft_masks reaches the recipe, which imports methods
+
         frozen = []
         for skeleton in self.skeletons(model).values():
             if skeleton.grad is not None:
@@ -116,7 +125,7 @@ class SWP(PruningMethod):
             if dead.any():
                 for layer, slot in info.norm_slots.items():
                     norm = model.get_submodule(layer)
-                    idx = slot.layer_idx[torch.isin(slot.root_idx, torch.nonzero(dead).flatten().cpu())]
+                    idx = layer_positions(slot, torch.nonzero(dead).flatten().tolist())
                     mask = torch.zeros_like(norm.weight, dtype=torch.bool)
                     mask[idx] = True
                     frozen += [(norm.weight, mask), (norm.bias, mask)]
@@ -143,7 +152,7 @@ class SWP(PruningMethod):
             parametrize.remove_parametrizations(model.get_submodule(name), "weight", leave_parametrized=True)
         self.removable = {key: torch.nonzero(self._dead_filters(model, info)).flatten().tolist()
                           for key, info in self.groups.items()}
-        per_layer = {name: self._stripes(model.get_submodule(name).weight) for name in self.layers}
+        per_layer = self.stripe_counts(model)
         kept, total = sum(k for k, _ in per_layer.values()), sum(t for _, t in per_layer.values())
         self.details = {**getattr(self, "details", {}), "alpha": self.options.alpha,
                         "threshold": self.options.threshold, "stripes_kept": kept, "stripes_total": total,
@@ -171,12 +180,12 @@ class SWP(PruningMethod):
 
     # -------------------------------------------------------------------------------------- helpers
     def stripe_counts(self, model: nn.Module) -> dict[str, tuple[int, int]]:
-        return {name: (int((s != 0).sum()), s.numel()) for name, s in self.skeletons(model).items()}
-
-    @staticmethod
-    def _stripes(weight: torch.Tensor) -> tuple[int, int]:
-        alive = weight.detach().abs().sum(dim=1) != 0
-        return int(alive.sum()), alive.numel()
+        """(surviving, all) stripes of every skeleton layer, during training or after ``finish``."""
+        counts = {}
+        for name in self.layers:
+            alive = alive_stripes(model.get_submodule(name))
+            counts[name] = (int(alive.sum()), alive.numel())
+        return counts
 
     def _dead_filters(self, model: nn.Module, info) -> torch.Tensor:
         """Channels of the group whose every producing conv has no stripe left."""
@@ -185,10 +194,7 @@ class SWP(PruningMethod):
             conv = model.get_submodule(layer)
             if layer not in self.layers:
                 return torch.zeros(info.channels, dtype=torch.bool)
-            if parametrize.is_parametrized(conv, "weight"):
-                alive = (conv.parametrizations.weight[0].skeleton != 0).flatten(1).any(1)
-            else:
-                alive = (conv.weight.abs().sum(dim=1) != 0).flatten(1).any(1)
+            alive = alive_stripes(conv).flatten(1).any(1)
             channel_alive = torch.zeros(info.channels, dtype=torch.bool)
             channel_alive[slot.root_idx.cpu()] = alive.cpu()[slot.layer_idx.cpu()]
             dead &= ~channel_alive

@@ -38,8 +38,7 @@ def macs_reduction(baseline, exported) -> tuple[float, str]:
 
 def _parity_gates(export_cfg: ExportConfig, baseline, exported) -> list[dict]:
     rows = []
-    for name, artifact in (("baseline", baseline.onnx), ("pruned", exported.onnx),
-                           ("stripe", getattr(exported, "stripe", None))):
+    for name, artifact in (("baseline", baseline.onnx), ("pruned", exported.onnx), ("stripe", exported.stripe)):
         if artifact is not None:
             rows.append(gate(f"parity:{name}", export_cfg.parity_tolerance, artifact.max_abs_diff,
                              artifact.max_abs_diff <= export_cfg.parity_tolerance,

@@ -94,7 +94,7 @@ def _artifacts(out: Path, baseline, tuned, exported, profiled) -> dict:
         paths["baseline_onnx"] = baseline.onnx.path
     if exported.onnx is not None:
         paths["pruned_onnx"] = exported.onnx.path
-    if getattr(exported, "stripe", None) is not None:
+    if exported.stripe is not None:
         paths["stripe_onnx"] = exported.stripe.path
         paths["stripe_layers"] = exported.stripe.path.parent / "stripe_layers.json"
     paths["pruned_state_dict"] = tuned.files["state_dict"]
@@ -111,14 +111,14 @@ def _parity(baseline, exported) -> dict:
         found["baseline_onnx"] = baseline.onnx.max_abs_diff
     if exported.onnx is not None:
         found["pruned_onnx"] = exported.onnx.max_abs_diff
-    if getattr(exported, "stripe", None) is not None:
+    if exported.stripe is not None:
         found["stripe_onnx"] = exported.stripe.max_abs_diff
     return found
 
 
 def _stripe(exported) -> dict | None:
     """The stripe graph: its MACs/params on the graph and the per-layer choice (see export/hybrid.py)."""
-    art = getattr(exported, "stripe", None)
+    art = exported.stripe
     if art is None:
         return None
     return {"path": art.path.name, "macs": art.macs, "params": art.params, "max_abs_diff": art.max_abs_diff,

@@ -11,7 +11,7 @@ from compressor.report import evaluate_gates, render_markdown
 def results(pruned_acc=88.5, parity=1e-6, p50=2.0):
     baseline = NS(test=NS(accuracy=90.0, images=100), onnx=NS(macs=100, max_abs_diff=1e-6), macs_torch=101)
     tuned = NS(test=NS(accuracy=pruned_acc, images=100))
-    exported = NS(onnx=NS(macs=40, max_abs_diff=parity), macs_torch=41)
+    exported = NS(onnx=NS(macs=40, max_abs_diff=parity), macs_torch=41, stripe=None)
     stats = NS(artifact="pruned_onnx", backend="onnxruntime-cpu", batch=1, p50_ms=p50, repeats=3, iterations=10,
                threads=1, round_p50_ms=(1.9, 2.0, 2.1))
     return baseline, tuned, exported, NS(stats=(stats,))
