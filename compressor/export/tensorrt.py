@@ -1,0 +1,440 @@
+"""ONNX -> serialized TensorRT engine for TensorRT 10.x and 11.x, and running/timing an engine on a CUDA device.
+
+TensorRT is imported only inside the functions that need it (``import compressor.export.tensorrt`` never
+imports it, nor initialises CUDA). :func:`builder_plan` is a pure function holding everything that differs
+between major versions, so it is tested without TensorRT:
+
+==========  ==========================================  =========================================
+precision   TensorRT 10 (weak typing, JetPack 6)        TensorRT 11 (always strongly typed)
+==========  ==========================================  =========================================
+fp32        fp32 ONNX, no flag                          fp32 ONNX, STRONGLY_TYPED
+fp16        fp32 ONNX, BuilderFlag.FP16                 fp16 ONNX (``precision.to_fp16``), STRONGLY_TYPED
+int8        QDQ ONNX, BuilderFlag.INT8 (no calibrator)  QDQ ONNX (``precision.to_int8_qdq``), STRONGLY_TYPED
+==========  ==========================================  =========================================
+
+Facts from the TensorRT documentation (10.x Python API, 10.x -> 11.x migration guide):
+
+- TensorRT 11 removed ``BuilderFlag.FP16/INT8/BF16/FP8/INT4/FP4``, ``OBEY/PREFER_PRECISION_CONSTRAINTS``,
+  INT8 calibrators (``IBuilderConfig.int8_calibrator``), ``Builder.platform_has_fast_fp16/int8`` and weak
+  typing. ``NetworkDefinitionCreationFlag.STRONGLY_TYPED`` is kept but deprecated and ignored (every network is
+  strongly typed); ``EXPLICIT_BATCH`` is gone. On 10.x, STRONGLY_TYPED must be asked for; we keep 10.x weakly
+  typed so that the FP16/INT8 flags mean what they say.
+- Common to both: ``Builder.create_network(flags)``, ``OnnxParser.parse_from_file`` with ``num_errors`` /
+  ``get_error(i)`` (``desc()``, ``node()``, ``node_name()``, ``node_operator()``), optimization profiles,
+  ``config.set_memory_pool_limit(MemoryPoolType.WORKSPACE, bytes)``, ``config.create_timing_cache(bytes)`` /
+  ``set_timing_cache(cache, ignore_mismatch)`` / ``get_timing_cache().serialize()``,
+  ``build_serialized_network`` (returns ``None`` on failure, the reason goes to the logger), and the name-based
+  runtime API: ``set_input_shape``, ``set_tensor_address``, ``execute_async_v3(stream_handle)``.
+- A Python ``trt.ILogger`` subclass must call ``trt.ILogger.__init__(self)`` and stay referenced for as long
+  as the builder or runtime that received it lives.
+
+Device buffers and streams come from torch (a CUDA build of torch is needed on the GPU machine); no pycuda.
+Engine timings are device-side: CUDA events recorded on the engine's stream around ``execute_async_v3`` only.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .._io import write_atomic, write_text
+from ..errors import ExportError, MissingDependencyError, did_you_mean
+from .onnx import INPUT_NAME, _first_line
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+PRECISIONS = ("fp32", "fp16", "int8")
+SUPPORTED_MAJORS = (10, 11)
+INSTALL_HINT = "or use the TensorRT image built from docker/Dockerfile.gpu"
+_VERSION = re.compile(r"^\s*(\d+)\.\d+")
+_TORCH_DTYPES = {"FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT8": "int8", "UINT8": "uint8",
+                 "INT32": "int32", "INT64": "int64", "BOOL": "bool"}
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """How to build one engine on one TensorRT major version; names are members of TensorRT's enums."""
+
+    trt_major: int
+    precision: str                       # fp32 | fp16 | int8: what the engine computes in
+    onnx_variant: str                    # which ONNX file to parse: fp32 (the export) | fp16 | int8 (QDQ)
+    builder_flags: tuple[str, ...]       # trt.BuilderFlag members to set
+    network_flags: tuple[str, ...]       # trt.NetworkDefinitionCreationFlag members
+    workspace_mb: int
+    min_shape: tuple[int, int, int, int]
+    opt_shape: tuple[int, int, int, int]
+    max_shape: tuple[int, int, int, int]
+    timing_cache: Path | None = None
+    input_name: str = INPUT_NAME
+
+    @property
+    def strongly_typed(self) -> bool:
+        return "STRONGLY_TYPED" in self.network_flags or self.trt_major >= 11
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    path: Path
+    tensorrt_version: str
+    precision: str
+    onnx_variant: str
+    build_seconds: float
+    size_bytes: int
+    log_path: Path
+    timing_cache: Path | None
+
+
+def tensorrt_available() -> str | None:
+    """The installed TensorRT version, or None when ``import tensorrt`` fails."""
+    try:
+        import tensorrt
+    except Exception:  # noqa: BLE001 - ImportError, or OSError from a wheel without its CUDA libraries
+        return None
+    return str(getattr(tensorrt, "__version__", "")) or None
+
+
+def require_tensorrt(what: str = "building TensorRT engines") -> str:
+    """The installed TensorRT version; raises MissingDependencyError (with the install hint) when it is absent."""
+    return str(_import_trt(what).__version__)
+
+
+def major_version(version: str) -> int:
+    """``"10.3.0.26"`` -> 10."""
+    match = _VERSION.match(str(version))
+    if not match:
+        raise ExportError(f"cannot read a TensorRT major version from {version!r} (expected e.g. '10.3.0')")
+    return int(match.group(1))
+
+
+def builder_plan(major: int, precision: str, workspace_mb: int = 1024, min_batch: int = 1, opt_batch: int = 1,
+                 max_batch: int = 1, input_shape: tuple[int, int, int] = (3, 32, 32),
+                 timing_cache: Path | None = None) -> BuildPlan:
+    """The build options for ``precision`` on TensorRT ``major`` (12 and later are treated like 11).
+
+    The optimization profile covers batches ``min_batch..max_batch`` of ``input_shape`` (C, H, W) images and
+    is tuned for ``opt_batch``. ``timing_cache`` is read before the build when it exists and written after.
+    """
+    if precision not in PRECISIONS:
+        raise ExportError(f"unknown TensorRT precision '{precision}'" + did_you_mean(precision, PRECISIONS))
+    if major < SUPPORTED_MAJORS[0]:
+        raise ExportError(f"TensorRT {major}.x is not supported: compressor builds engines with TensorRT 10.x or "
+                          "11.x; run: pip install 'compressor[trt]'")
+    lo, opt, hi = int(min_batch), int(opt_batch), int(max_batch)
+    if not 1 <= lo <= opt <= hi:
+        raise ExportError(f"TensorRT batch profile (min, opt, max) = ({lo}, {opt}, {hi}) must satisfy "
+                          "1 <= min <= opt <= max")
+    if workspace_mb <= 0:
+        raise ExportError(f"TensorRT workspace must be positive, got {workspace_mb} MB")
+    if major >= 11:  # strong typing only: precision comes from the ONNX file
+        variant, flags, network = precision, (), ("STRONGLY_TYPED",)
+    else:            # weak typing: precision flags on the fp32 graph; explicit QDQ graph for INT8
+        variant = "int8" if precision == "int8" else "fp32"
+        flags, network = {"fp32": (), "fp16": ("FP16",), "int8": ("INT8",)}[precision], ()
+    c, h, w = (int(d) for d in input_shape)
+    return BuildPlan(trt_major=int(major), precision=precision, onnx_variant=variant, builder_flags=flags,
+                     network_flags=network, workspace_mb=int(workspace_mb), min_shape=(lo, c, h, w),
+                     opt_shape=(opt, c, h, w), max_shape=(hi, c, h, w),
+                     timing_cache=Path(timing_cache) if timing_cache else None)
+
+
+def build_engine(onnx_path: Path, engine_path: Path, plan: BuildPlan, log_path: Path) -> EngineInfo:
+    """Parse ``onnx_path`` (the plan's ONNX variant), build and atomically write the engine; log to ``log_path``."""
+    trt = _import_trt("building a TensorRT engine")
+    onnx_path, engine_path, log_path = Path(onnx_path), Path(engine_path), Path(log_path)
+    installed = major_version(trt.__version__)
+    if installed != plan.trt_major and not (installed >= 11 and plan.trt_major >= 11):
+        raise ExportError(f"the build plan is for TensorRT {plan.trt_major}.x but TensorRT {trt.__version__} is "
+                          f"installed; make the plan with builder_plan({installed}, ...)")
+    logger = _recording_logger(trt)
+    start = time.perf_counter()
+    try:
+        builder = trt.Builder(logger)
+        network = builder.create_network(_network_flags(trt, plan))
+        _parse(trt, network, logger, onnx_path)
+        _check_variant(trt, network, plan, onnx_path)
+        config = _builder_config(trt, builder, network, plan)
+        serialized = builder.build_serialized_network(network, config)
+        seconds = time.perf_counter() - start
+    finally:
+        write_text(log_path, "\n".join(logger.records) + "\n")
+    if serialized is None:
+        raise ExportError(f"TensorRT {trt.__version__} could not build {onnx_path} ({plan.precision}): "
+                          f"{logger.last_error() or 'no error message'} (build log: {log_path})")
+    write_atomic(engine_path, lambda tmp: tmp.write_bytes(memoryview(serialized)))
+    if plan.timing_cache is not None:
+        cache = config.get_timing_cache()
+        write_atomic(plan.timing_cache, lambda tmp: tmp.write_bytes(memoryview(cache.serialize())))
+    return EngineInfo(path=engine_path, tensorrt_version=str(trt.__version__), precision=plan.precision,
+                      onnx_variant=plan.onnx_variant, build_seconds=seconds, size_bytes=engine_path.stat().st_size,
+                      log_path=log_path, timing_cache=plan.timing_cache)
+
+
+def run_engine(engine_path: Path, batch: np.ndarray | torch.Tensor) -> np.ndarray:
+    """The engine's float32 output for an N x C x H x W batch, run in chunks of the profile's max batch."""
+    import numpy as np
+    import torch
+
+    session = _EngineSession.open(Path(engine_path))
+    images = batch if isinstance(batch, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(batch))
+    stream = torch.cuda.Stream(device=session.device)
+    outputs = []
+    for chunk in images.detach().split(session.max_batch):
+        x = chunk.to(session.device, session.input_dtype).contiguous()
+        out = session.bind(x)
+        stream.wait_stream(torch.cuda.current_stream(session.device))  # x was written on the current stream
+        with torch.cuda.stream(stream):
+            session.execute(stream)
+        stream.synchronize()
+        outputs.append(out.float().cpu().numpy())
+    return np.concatenate(outputs)
+
+
+def time_engine(engine_path: Path, batch_size: int, warmup: int, iterations: int) -> list[float]:
+    """Device milliseconds of ``iterations`` engine runs at ``batch_size`` after ``warmup`` runs.
+
+    Only ``execute_async_v3`` lies between the two CUDA events of each sample; the input is random data made
+    on the device once, outputs stay on the device.
+    """
+    import torch
+
+    if batch_size < 1 or iterations < 1 or warmup < 0:
+        raise ValueError("time_engine needs batch_size >= 1, iterations >= 1 and warmup >= 0")
+    session = _EngineSession.open(Path(engine_path))
+    shape = (batch_size, *session.image_shape)
+    x = torch.randn(shape, device=session.device).to(session.input_dtype)
+    session.bind(x)
+    stream = torch.cuda.Stream(device=session.device)
+    stream.wait_stream(torch.cuda.current_stream(session.device))
+    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(iterations)]
+    with torch.cuda.stream(stream):
+        for _ in range(warmup):
+            session.execute(stream)
+        for begin, end in events:
+            begin.record(stream)
+            session.execute(stream)
+            end.record(stream)
+    stream.synchronize()
+    return [begin.elapsed_time(end) for begin, end in events]
+
+
+def engine_parity(engine_path: Path, onnx_path: Path, images: np.ndarray | torch.Tensor) -> float:
+    """Max |engine - onnxruntime CPU (``onnx_path``)| outputs over ``images``; NaN reads as ``inf``.
+
+    Compare with the fp32 export to see the whole precision loss, or with the variant the engine was built
+    from to see TensorRT's own deviation.
+    """
+    import numpy as np
+
+    from .precision import _as_batch, run_onnx
+
+    array = _as_batch(images)
+    expected = run_onnx(Path(onnx_path), array).astype(np.float64)
+    got = run_engine(Path(engine_path), array).astype(np.float64)
+    if got.shape != expected.shape:
+        raise ExportError(f"{engine_path} returned shape {got.shape}, onnxruntime on {onnx_path} {expected.shape}")
+    diff = float(np.max(np.abs(got - expected))) if got.size else 0.0
+    return diff if diff == diff else float("inf")
+
+
+# ------------------------------------------------------------------------------------------ internals
+def _import_trt(what: str):
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise MissingDependencyError(what, "tensorrt", extra="trt", hint=INSTALL_HINT) from None
+    except Exception as exc:  # noqa: BLE001 - e.g. OSError: libnvinfer.so not found
+        raise ExportError(f"{what}: tensorrt is installed but cannot be loaded: {_first_line(exc)} "
+                          f"(check the CUDA libraries, {INSTALL_HINT})") from None
+    if major_version(trt.__version__) < SUPPORTED_MAJORS[0]:
+        raise ExportError(f"{what}: TensorRT {trt.__version__} is installed; compressor needs 10.x or 11.x "
+                          "(pip install 'compressor[trt]')")
+    return trt
+
+
+def _recording_logger(trt) -> Any:
+    """A trt.ILogger that keeps every message at INFO or above as ``"[SEVERITY] message"``."""
+    keep = {"INTERNAL_ERROR", "ERROR", "WARNING", "INFO"}
+    errors = {"INTERNAL_ERROR", "ERROR"}
+
+    class RecordingLogger(trt.ILogger):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self.records: list[str] = []
+            self.errors: list[str] = []
+
+        def log(self, severity, msg) -> None:
+            level = getattr(severity, "name", str(severity))
+            if level in keep:
+                self.records.append(f"[{level}] {msg}")
+            if level in errors:
+                self.errors.append(" ".join(str(msg).split()))
+
+        def last_error(self) -> str:
+            return self.errors[-1] if self.errors else ""
+
+    return RecordingLogger()
+
+
+def _network_flags(trt, plan: BuildPlan) -> int:
+    bits = 0
+    for name in plan.network_flags:
+        member = getattr(trt.NetworkDefinitionCreationFlag, name, None)
+        if member is None and name == "STRONGLY_TYPED" and plan.trt_major >= 11:
+            continue  # a later 11.x may drop the deprecated flag: strong typing is implied
+        if member is None:
+            raise ExportError(f"TensorRT {trt.__version__} has no NetworkDefinitionCreationFlag.{name}")
+        bits |= 1 << int(member)
+    return bits
+
+
+def _parse(trt, network, logger, onnx_path: Path) -> None:
+    if not onnx_path.is_file():
+        raise ExportError(f"ONNX file not found: {onnx_path}")
+    parser = trt.OnnxParser(network, logger)
+    if parser.parse_from_file(str(onnx_path)) and parser.num_errors == 0:
+        return
+    errors = [parser.get_error(i) for i in range(parser.num_errors)]
+    if not errors:
+        raise ExportError(f"TensorRT cannot parse {onnx_path}: {logger.last_error() or 'no parser error reported'}")
+    first = errors[0]
+    name = _call(first, "node_name") or f"#{_call(first, 'node')}"
+    op = _call(first, "node_operator")
+    more = f" (+{len(errors) - 1} more parser errors)" if len(errors) > 1 else ""
+    where = f"node '{name}'" + (f" ({op})" if op else "")
+    raise ExportError(f"TensorRT {trt.__version__} cannot parse {onnx_path}: {where}: "
+                      f"{' '.join(str(_call(first, 'desc')).split())}{more}")
+
+
+def _check_variant(trt, network, plan: BuildPlan, onnx_path: Path) -> None:
+    """The parsed graph must be the plan's ONNX variant: QDQ for int8, float16 compute for fp16, plain for fp32."""
+    layers = [network.get_layer(i) for i in range(network.num_layers)]
+    quantized = any(layer.type == trt.LayerType.QUANTIZE for layer in layers)
+    half = any(layer.get_output(j).dtype == trt.DataType.HALF for layer in layers for j in range(layer.num_outputs))
+    found = "int8" if quantized else "fp16" if half and plan.strongly_typed else "fp32"
+    if found != plan.onnx_variant:
+        raise ExportError(f"{onnx_path} looks like the {found} ONNX variant but the {plan.precision} plan for TensorRT "
+                          f"{plan.trt_major} parses the {plan.onnx_variant} variant (see compressor.export.precision)")
+
+
+def _builder_config(trt, builder, network, plan: BuildPlan):
+    inputs = [network.get_input(i).name for i in range(network.num_inputs)]
+    if plan.input_name not in inputs:
+        raise ExportError(f"the ONNX graph has no input '{plan.input_name}'" + did_you_mean(plan.input_name, inputs))
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, plan.workspace_mb << 20)
+    for name in plan.builder_flags:
+        member = getattr(trt.BuilderFlag, name, None)
+        if member is None:
+            raise ExportError(f"TensorRT {trt.__version__} has no BuilderFlag.{name} (removed in TensorRT 11: use "
+                              "the fp16 / QDQ ONNX variant and a plan made by builder_plan(11, ...))")
+        config.set_flag(member)
+    profile = builder.create_optimization_profile()
+    profile.set_shape(plan.input_name, plan.min_shape, plan.opt_shape, plan.max_shape)
+    config.add_optimization_profile(profile)
+    if plan.timing_cache is not None:
+        _attach_timing_cache(config, plan.timing_cache)
+    return config
+
+
+def _attach_timing_cache(config, path: Path) -> None:
+    """Load the cache file when present (a stale or foreign one is replaced by an empty cache)."""
+    data = path.read_bytes() if path.is_file() else b""
+    try:
+        cache = config.create_timing_cache(data)
+    except Exception:  # noqa: BLE001 - unreadable cache file: start afresh, it is rewritten after the build
+        cache = None
+    if cache is None and data:
+        cache = config.create_timing_cache(b"")
+    if cache is not None:
+        config.set_timing_cache(cache, ignore_mismatch=False)
+
+
+def _call(obj, method: str) -> Any:
+    fn = getattr(obj, method, None)
+    try:
+        return fn() if callable(fn) else None
+    except Exception:  # noqa: BLE001 - older bindings lack some IParserError accessors
+        return None
+
+
+@dataclass
+class _EngineSession:
+    """A deserialized engine and one execution context, with the objects they need kept alive."""
+
+    logger: Any
+    runtime: Any
+    engine: Any
+    context: Any
+    input_name: str
+    output_name: str
+    device: Any
+    input_dtype: Any
+    output_dtype: Any
+    image_shape: tuple[int, ...]
+    min_batch: int
+    max_batch: int
+
+    @classmethod
+    def open(cls, path: Path) -> _EngineSession:
+        trt = _import_trt("running a TensorRT engine")
+        device = _cuda_device()
+        if not path.is_file():
+            raise ExportError(f"TensorRT engine not found: {path}")
+        logger = _recording_logger(trt)
+        runtime = trt.Runtime(logger)
+        engine = runtime.deserialize_cuda_engine(path.read_bytes())
+        if engine is None:
+            raise ExportError(f"TensorRT {trt.__version__} cannot load {path}: {logger.last_error() or 'unknown error'} "
+                              "(engines only load on the TensorRT version and GPU they were built with)")
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        outputs = [n for n in names if n not in inputs]
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ExportError(f"{path}: expected one input and one output tensor, found inputs {inputs}, outputs {outputs}")
+        lo, _, hi = engine.get_tensor_profile_shape(inputs[0], 0)  # (min, opt, max) shapes of profile 0
+        return cls(logger, runtime, engine, engine.create_execution_context(), inputs[0], outputs[0], device,
+                   _torch_dtype(engine.get_tensor_dtype(inputs[0])), _torch_dtype(engine.get_tensor_dtype(outputs[0])),
+                   tuple(engine.get_tensor_shape(inputs[0]))[1:], int(lo[0]), int(hi[0]))
+
+    def bind(self, x: torch.Tensor) -> torch.Tensor:
+        """Set the input shape and both tensor addresses; return the (device) output tensor."""
+        import torch
+
+        if not self.min_batch <= x.shape[0] <= self.max_batch:
+            raise ExportError(f"batch {x.shape[0]} is outside the engine's profile (batch {self.min_batch}.."
+                              f"{self.max_batch}); rebuild the engine with another batch range")
+        if not self.context.set_input_shape(self.input_name, tuple(x.shape)):
+            raise ExportError(f"the engine rejects input shape {tuple(x.shape)} (expects N x {self.image_shape})")
+        out = torch.empty(tuple(self.context.get_tensor_shape(self.output_name)), dtype=self.output_dtype,
+                          device=self.device)
+        self.context.set_tensor_address(self.input_name, x.data_ptr())
+        self.context.set_tensor_address(self.output_name, out.data_ptr())
+        self._keep = (x, out)  # the addresses must stay valid while the context may run
+        return out
+
+    def execute(self, stream) -> None:
+        if not self.context.execute_async_v3(stream.cuda_stream):
+            raise ExportError(f"TensorRT execute_async_v3 failed: {self.logger.last_error() or 'unknown error'}")
+
+
+def _cuda_device():
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ExportError("running a TensorRT engine needs a CUDA GPU and a CUDA build of torch "
+                          f"(torch {torch.__version__} sees no CUDA device)")
+    return torch.device("cuda", torch.cuda.current_device())  # torch initialises CUDA before TensorRT does
+
+
+def _torch_dtype(trt_dtype):
+    import torch
+
+    name = _TORCH_DTYPES.get(getattr(trt_dtype, "name", str(trt_dtype)))
+    if name is None:
+        raise ExportError(f"unsupported TensorRT I/O data type {trt_dtype}")
+    return getattr(torch, name)
