@@ -6,7 +6,7 @@ validation) and testing on the exact first 1,017 CIFAR-10 test images. The profi
 baseline, the dense-slim pruned graph and the hybrid stripe graph side by side (onnxruntime CPU, 1 thread,
 interleaved rounds). Prints the figures the benchmarks README quotes; the run folder holds the rest.
 
-    .venv/bin/python benchmarks/swp_resnet56.py [--data ../shared/data] [--epochs 6] [--alpha 1e-5] [--out runs/swp]
+    .venv/bin/python benchmarks/swp_resnet56.py [--data ../shared/data] [--epochs 6] [--mode finetune] [--alpha A] [--out runs/swp]
 """
 
 from __future__ import annotations
@@ -26,8 +26,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path(os.environ.get("COMPRESSOR_SHARED_DATA", "../shared/data")))
     parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--alpha", type=float, default=1e-5)
-    parser.add_argument("--threshold", type=float, default=0.05)
+    parser.add_argument("--alpha", type=float, default=None, help="default: the recipe's")
+    parser.add_argument("--threshold", type=float, default=None, help="default: the recipe's")
+    parser.add_argument("--mode", choices=["finetune", "scratch"], default="finetune")
+    parser.add_argument("--finetune-epochs", type=int, default=None, help="after removal, stripes frozen; default: the recipe's")
     parser.add_argument("--subset", type=int, default=10500)
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "swp_resnet56")
     args = parser.parse_args()
@@ -37,16 +39,18 @@ def main() -> None:
         f"data.train={{format: imagefolder, path: {args.data / 'cifar10-jpg' / 'train.zip'}, subset: {args.subset}}}",
         f"data.test={{format: npz, path: {args.data / 'cifar10-exact' / 'test_first1017.npz'}, "
         "labels_key: labels_all10000}",
-        "data.val_split=500", f"method.epochs={args.epochs}", f"method.alpha={args.alpha}",
-        f"method.threshold={args.threshold}", "gates={}",
+        "data.val_split=500", f"method.epochs={args.epochs}", f"method.mode={args.mode}", "gates={}",
     ]
+    overrides += [f"{key}={value}" for key, value in (("method.alpha", args.alpha), ("method.threshold", args.threshold),
+                                                       ("finetune.epochs", args.finetune_epochs)) if value is not None]
     recipe = load_recipe(REPO / "recipes" / "swp_resnet56_cifar10.yaml", overrides)
     report = run(recipe, args.out, overwrite=True).report
     details = report["pruning"]["method_details"]
     summary = {
-        "alpha": args.alpha, "threshold": args.threshold, "epochs": args.epochs,
+        "mode": args.mode, "alpha": recipe.method.alpha, "threshold": recipe.method.threshold, "epochs": args.epochs,
         "stripe_sparsity": details.get("stripe_sparsity"), "history": details.get("history"),
         "filters_removed": details.get("filters_without_stripes"),
+        "finetune_epochs": recipe.finetune.epochs, "before_finetune_top1": report["pruned"]["accuracy_before_finetune"],
         "baseline_top1": report["baseline"]["accuracy"], "pruned_top1": report["pruned"]["accuracy"],
         "macs_baseline": report["baseline"]["macs"], "macs_dense_slim": report["pruned"]["macs"],
         "macs_stripe_graph": (report["stripe"] or {}).get("macs"),

@@ -59,6 +59,14 @@ class OutputDirError(CompressorError):
     """The run folder cannot be created or would overwrite an earlier run."""
 
 
+class UsageError(CompressorError):
+    """The command line combines options that do not go together."""
+
+
+class TrainingError(CompressorError):
+    """Training cannot go on (e.g. the loss became NaN); the message says where and what to change."""
+
+
 def did_you_mean(name: str, choices: Iterable[str], limit: int = 8) -> str:
     """A short suffix listing alternatives, closest first: ``" (did you mean 'x'? choices: a, b, ...)"``."""
     choices = sorted(set(choices))

@@ -14,7 +14,12 @@ T = TypeVar("T")
 
 def quiet() -> bool:
     """True in CI or when stderr is not a terminal: no bars, only stage lines."""
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes") or not sys.stderr.isatty()
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes") or not sys.stderr.isatty() or secondary_rank()
+
+
+def secondary_rank() -> bool:
+    """A torchrun process other than rank 0: it prints nothing (rank 0 speaks for the run)."""
+    return int(os.environ.get("RANK", "0")) > 0
 
 
 def _console():
@@ -24,8 +29,9 @@ def _console():
 
 
 def log(message: str) -> None:
-    """One line on stderr (always shown, also in CI)."""
-    print(message, file=sys.stderr, flush=True)
+    """One line on stderr (always shown, also in CI; not on torchrun ranks other than 0)."""
+    if not secondary_rank():
+        print(message, file=sys.stderr, flush=True)
 
 
 def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:

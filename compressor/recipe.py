@@ -182,6 +182,14 @@ class PruningConfig(StrictModel):
 
 
 # ---------------------------------------------------------------------------------------- fine-tuning
+class DistillConfig(StrictModel):
+    """Knowledge distillation from the unpruned model (Hinton et al. 2015): the loss becomes
+    (1 - weight) * cross-entropy + weight * T^2 * KL(teacher_T || student_T), both softened by temperature T."""
+
+    weight: Annotated[float, Field(gt=0, le=1)] = Field(0.5, description="Share of the distillation term (1 = teacher only).")
+    temperature: Annotated[float, Field(gt=0)] = Field(4.0, description="Softmax temperature T of teacher and student.")
+
+
 class FinetuneConfig(StrictModel):
     epochs: Annotated[int, Field(ge=0)] = Field(0, description="0 skips fine-tuning.")
     lr: Annotated[float, Field(gt=0)] = 0.01
@@ -195,6 +203,8 @@ class FinetuneConfig(StrictModel):
     warmup_epochs: Annotated[int, Field(ge=0)] = 0
     label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0
     max_steps_per_epoch: PositiveInt | None = Field(None, description="Cap the optimizer steps of each epoch.")
+    distill: DistillConfig | None = Field(
+        None, description="Distil from the unpruned model while fine-tuning (null: plain cross-entropy).")
 
     @model_validator(mode="after")
     def _warmup(self) -> "FinetuneConfig":

@@ -146,7 +146,7 @@ def prune(recipe: Recipe, inputs: Inputs, model: nn.Module, folder: Path, device
     method = build_method(recipe.method, seed=recipe.seed)
     ctx = CalibrationContext(batches=lambda: inputs.loaders.calibration, device=device,
                              num_images=inputs.loaders.num_calibration, seed=recipe.seed)
-    masked = train_with_masks(recipe, inputs, model, method, device) if getattr(method, "trains", False) else None
+    masked = train_with_masks(recipe, inputs, model, method, device, folder) if getattr(method, "trains", False) else None
     if recipe.pruning.schedule == "layerwise":
         surgery = _prune_layerwise(recipe, inputs, model, method, ctx, device)
     else:
@@ -168,14 +168,17 @@ def prune(recipe: Recipe, inputs: Inputs, model: nn.Module, folder: Path, device
                   masked_vs_pruned=difference)
 
 
-def train_with_masks(recipe: Recipe, inputs: Inputs, model: nn.Module, method, device: torch.device) -> nn.Module:
+def train_with_masks(recipe: Recipe, inputs: Inputs, model: nn.Module, method, device: torch.device,
+                     folder: Path) -> nn.Module:
     """SFP/HFP/GHFP/SWP: train ``method.options.epochs`` epochs with the method's masks (the recipe's fine-tuning
-    optimizer, last epoch kept), make every pruned element final; returns a copy of that masked network."""
+    optimizer, last epoch kept; resumable per epoch from ``method.ckpt.pt``), make every pruned element final;
+    returns a copy of that masked network."""
     import copy
     import math
 
     from .surgery.graph import example_input
     from .surgery.prune import analyse, plan_counts
+    from .training import LoopOptions
     from .training import finetune as train
 
     cfg = recipe.pruning
@@ -186,8 +189,12 @@ def train_with_masks(recipe: Recipe, inputs: Inputs, model: nn.Module, method, d
     epochs = method.options.epochs
     tune = recipe.finetune.model_copy(update={"epochs": epochs, "warmup_epochs": min(recipe.finetune.warmup_epochs,
                                                                                        epochs - 1)})
-    train(model, inputs.loaders.train, inputs.loaders.val, tune, device, hooks=method, keep_best=False)
+    checkpoint = folder / "method.ckpt.pt"
+    options = LoopOptions(checkpoint=checkpoint, seed=recipe.seed, name=f"{method.name} training",
+                          teacher=inputs.model if recipe.finetune.distill is not None else None)
+    train(model, inputs.loaders.train, inputs.loaders.val, tune, device, hooks=method, keep_best=False, options=options)
     method.finish(model)
+    checkpoint.unlink(missing_ok=True)
     masked = copy.deepcopy(model)
     if hasattr(method, "masks"):
         method.masks.release()
@@ -237,21 +244,33 @@ class Tuned:
         return f"top-1 {self.test.accuracy:.2f}% on test{best}"
 
 
-def finetune(recipe: Recipe, inputs: Inputs, model: nn.Module, pruned: Pruned, folder: Path,
-             device: torch.device) -> Tuned:
-    """Fine-tune, evaluate, and save the final pruned model (state_dict + history) under ``folder``."""
-    from .training import evaluate
+def finetune(recipe: Recipe, inputs: Inputs, model: nn.Module, pruned: Pruned | None, folder: Path,
+             device: torch.device) -> Tuned | None:
+    """Fine-tune (all ranks under torchrun; resumable per epoch from ``finetune.ckpt.pt``), then on rank 0
+    evaluate and save the final pruned model (state_dict + history) under ``folder``."""
+    from .methods import get_method
+    from .training import LoopOptions, distributed, evaluate
     from .training import finetune as train
 
-    result = train(model, inputs.loaders.train, inputs.loaders.val, recipe.finetune, device)
+    checkpoint = folder / "finetune.ckpt.pt"
+    options = LoopOptions(checkpoint=checkpoint, seed=recipe.seed, name="finetune",
+                          teacher=inputs.model if recipe.finetune.distill is not None else None)
+    hooks = get_method(recipe.method.name).finetune_hooks(model) if recipe.finetune.epochs else None
+    result = train(model, inputs.loaders.train, inputs.loaders.val, recipe.finetune, device, hooks=hooks,
+                   options=options)
+    if not distributed.is_main():
+        return None
     if result.best_epoch is None:  # unchanged since the retrain-free evaluation
         test = pruned.retrain_free
     else:
         test = evaluate(model, inputs.loaders.test, device, "pruned: test")
     val = evaluate(model, inputs.loaders.val, device, "pruned: validation")
     write_json(folder / "finetune.json", {"best_epoch": result.best_epoch, "best_val_accuracy": result.best_val_accuracy,
+                                          "resumed_after_epoch": result.resumed_from,
+                                          "distill": recipe.finetune.distill and recipe.finetune.distill.model_dump(),
                                           "epochs": [vars(e) for e in result.epochs]})
     files = save_model(recipe, inputs, model, pruned.surgery.history, folder)
+    checkpoint.unlink(missing_ok=True)  # the final model is saved; the epoch state is no longer needed
     return Tuned(result=result, test=test, val=val, files=files)
 
 

@@ -249,8 +249,10 @@ def _loader(dataset: ImageDataset, batch_size: int, workers: int,
     """A training loader (``shuffle`` given) drops a last batch of a single image: BatchNorm cannot train on
     it (e.g. 1x1 maps in an ImageNet network fed 32x32 images)."""
     lone_last = shuffle is not None and len(dataset) > batch_size and len(dataset) % batch_size == 1
+    # A training loader's workers start afresh each epoch: they take their augmentation seeds from the
+    # generator, which the training loop re-seeds per epoch (exact resume); eval loaders keep theirs.
     return _Loader(dataset, batch_size=batch_size, shuffle=shuffle is not None, generator=shuffle,
-                   drop_last=lone_last, num_workers=workers, persistent_workers=workers > 0,
+                   drop_last=lone_last, num_workers=workers, persistent_workers=workers > 0 and shuffle is None,
                    worker_init_fn=_seed_worker if workers > 0 else None)
 
 

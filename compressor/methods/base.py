@@ -86,6 +86,12 @@ class PruningMethod(ABC):
     def before_removal(self, model: "torch.nn.Module", removed: dict[str, list[int]]) -> None:  # noqa: B027
         """Adjust weights just before ``removed`` channels go (original numbering); the default does nothing."""
 
+    @classmethod
+    def finetune_hooks(cls, model: "torch.nn.Module"):
+        """Training hooks for the fine-tuning stage after surgery (e.g. SWP keeps pruned stripes at zero), or
+        None for plain fine-tuning."""
+        return None
+
 
 _REGISTRY: dict[str, type[PruningMethod]] = {}
 

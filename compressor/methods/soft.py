@@ -120,6 +120,17 @@ class _SoftFilterPruning(PruningMethod):
     def frozen(self) -> list:
         return self.masks.frozen()
 
+    def state_dict(self) -> dict:
+        """What an epoch checkpoint keeps of the masks (the weights are in the model's state)."""
+        return {"pruned": self.masks.pruned, "hard": {k: sorted(v) for k, v in self.masks.hard.items()},
+                "history": self.history}
+
+    def load_state(self, model: nn.Module, state: dict) -> None:
+        """Masks as checkpointed, on a model whose weights were just restored (hard channels re-frozen)."""
+        self.masks.restore(model, state["pruned"], state["hard"])
+        self.history = list(state["history"])
+        self.details = {"epochs": self.options.epochs, "schedule": self.history}
+
     def end_epoch(self, model: nn.Module, epoch: int) -> None:
         self._select(model, epoch - 1)
 

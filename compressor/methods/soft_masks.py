@@ -74,6 +74,15 @@ class GroupMasks:
             masks._harden(clone, info, self.pruned.get(key, []))
         return clone
 
+    @torch.no_grad()
+    def restore(self, model: nn.Module, pruned: dict[str, list[int]], hard: dict[str, list[int]]) -> None:
+        """Take over checkpointed masks: the same pruned lists, the hard channels zeroed and frozen again."""
+        self.pruned = {key: list(channels) for key, channels in pruned.items()}
+        self.hard = {key: set() for key in self.groups}
+        for key, info in self.groups.items():
+            self._harden(model, info, list(hard.get(key, [])))
+        self._frozen = self._frozen_elements(model)
+
     def release(self) -> None:
         """Remove the output hooks (before surgery changes the layers' widths)."""
         for _, handle in self._hooks.values():

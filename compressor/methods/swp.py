@@ -50,7 +50,11 @@ class SWPOptions(MethodOptions):
     alpha: Annotated[float, Field(ge=0)] = Field(1e-5, description="Weight of the L1 term on the skeleton (--sr).")
     threshold: Annotated[float, Field(gt=0)] = Field(
         0.05, description="delta: skeleton entries with |I| <= delta are pruned (paper's ResNet-56 rows: 0.05 params, "
-        "0.09 FLOPs; reference README: 0.01).")
+        "0.09 FLOPs; reference README: 0.01). In mode finetune, relative to the filter's strongest stripe.")
+    mode: Literal["finetune", "scratch"] = Field(
+        "finetune", description="finetune (from a trained checkpoint): skeleton initialised from the trained stripe "
+        "norms and kept at max |I| = 1 per filter, a departure from the paper (see the method docstring); scratch: "
+        "the reference rule (I = 1, absolute delta), for the paper's long from-scratch training.")
 
     @property
     def allocates(self) -> bool:
@@ -73,6 +77,51 @@ def skeleton_layers(model: nn.Module) -> list[str]:
     """Every KxK (K > 1), ungrouped Conv2d of the model: the layers SWP regularises."""
     return [name for name, m in model.named_modules()
             if isinstance(m, nn.Conv2d) and m.groups == 1 and max(m.kernel_size) > 1]
+
+
+@torch.no_grad()
+def init_from_stripe_norms(conv: nn.Conv2d) -> None:
+    """I[n, i, j] = |W[n, :, i, j]| / max over (i, j) of the same, and W's stripes divided by it: W * I is
+    unchanged and the skeleton starts with the trained magnitudes, each filter's strongest stripe at 1."""
+    param = conv.parametrizations.weight
+    weight, skeleton = param.original, param[0].skeleton
+    norms = weight.norm(dim=1)  # (N, K, K)
+    peak = norms.flatten(1).amax(1).clamp_min(torch.finfo(norms.dtype).tiny).view(-1, 1, 1)
+    init = norms / peak
+    alive = init > 0
+    weight.copy_(torch.where(alive.unsqueeze(1), weight / init.clamp_min(1e-30).unsqueeze(1), weight))
+    skeleton.copy_(init)
+
+
+@torch.no_grad()
+def rescale_filters(conv: nn.Conv2d) -> None:
+    """Divide each filter's skeleton by its max |I| and multiply its weight by the same: W * I is unchanged.
+    Filters without a stripe are left alone."""
+    param = conv.parametrizations.weight
+    weight, skeleton = param.original, param[0].skeleton
+    peak = skeleton.abs().flatten(1).amax(1)
+    scale = torch.where(peak > 0, peak, torch.ones_like(peak))
+    skeleton.div_(scale.view(-1, 1, 1))
+    weight.mul_(scale.view(-1, 1, 1, 1))
+
+
+class StripeFreeze:
+    """Fine-tuning after SWP: every pruned stripe (all-zero ``W[n, :, i, j]`` of a KxK conv) stays exactly zero,
+    so the dense-slim and stripe exports keep the sparsity the skeleton found."""
+
+    def __init__(self, model: nn.Module):
+        self._frozen = []
+        for name in skeleton_layers(model):
+            weight = model.get_submodule(name).weight
+            dead = ~alive_stripes(model.get_submodule(name))
+            if dead.any():
+                self._frozen.append((weight, dead.unsqueeze(1).expand_as(weight).clone()))
+
+    def frozen(self) -> list:
+        return self._frozen
+
+    def end_epoch(self, model: nn.Module, epoch: int) -> None:
+        """Nothing to re-select: the stripes were chosen by the skeleton."""
 
 
 def alive_stripes(conv: nn.Conv2d) -> torch.Tensor:
@@ -100,6 +149,8 @@ class SWP(PruningMethod):
         for name in self.layers:
             conv = model.get_submodule(name)
             parametrize.register_parametrization(conv, "weight", Skeleton(conv.out_channels, conv.kernel_size))
+            if self.options.mode == "finetune":
+                init_from_stripe_norms(conv)
         self.groups = {info.key: info for info in groups if not info.residual and not info.custom_slots}
         self._frozen: list = []
         self.history: list[dict] = []
@@ -136,13 +187,29 @@ class SWP(PruningMethod):
     def frozen(self) -> list:
         return self._frozen
 
+    def state_dict(self) -> dict:
+        """What an epoch checkpoint keeps besides the model (whose state holds the skeletons)."""
+        return {"history": self.history}
+
+    def load_state(self, model: nn.Module, state: dict) -> None:
+        """The skeletons came back with the model's state; masks follow from them at the next step."""
+        self.history = list(state["history"])
+
+    @torch.no_grad()
+    def after_step(self, model: nn.Module) -> None:
+        """Mode finetune: give every filter's skeleton back its max |I| = 1 (the weight takes the scale)."""
+        if self.options.mode == "finetune":
+            for name in self.layers:
+                rescale_filters(model.get_submodule(name))
+
     def end_epoch(self, model: nn.Module, epoch: int) -> None:
         stripes = self.stripe_counts(model)
         total = sum(t for _, t in stripes.values())
         kept = sum(k for k, _ in stripes.values())
         self.history.append({"epoch": epoch, "stripes_kept": kept, "stripes_total": total,
                              "stripe_sparsity": round(1 - kept / max(1, total), 4)})
-        self.details = {"alpha": self.options.alpha, "threshold": self.options.threshold, "history": self.history}
+        self.details = {"mode": self.options.mode, "alpha": self.options.alpha, "threshold": self.options.threshold,
+                        "history": self.history}
 
     @torch.no_grad()
     def finish(self, model: nn.Module) -> None:
@@ -154,7 +221,7 @@ class SWP(PruningMethod):
                           for key, info in self.groups.items()}
         per_layer = self.stripe_counts(model)
         kept, total = sum(k for k, _ in per_layer.values()), sum(t for _, t in per_layer.values())
-        self.details = {**getattr(self, "details", {}), "alpha": self.options.alpha,
+        self.details = {**getattr(self, "details", {}), "mode": self.options.mode, "alpha": self.options.alpha,
                         "threshold": self.options.threshold, "stripes_kept": kept, "stripes_total": total,
                         "stripe_sparsity": round(1 - kept / max(1, total), 4),
                         "layers": {n: {"stripes": k, "of": t} for n, (k, t) in per_layer.items()},
@@ -177,6 +244,10 @@ class SWP(PruningMethod):
 
     def choose(self, key: str, scores: torch.Tensor, keep: int, slices: int) -> list[int]:
         return self.removable.get(key, [])[: max(0, scores.numel() - keep)]
+
+    @classmethod
+    def finetune_hooks(cls, model: nn.Module) -> "StripeFreeze":
+        return StripeFreeze(model)
 
     # -------------------------------------------------------------------------------------- helpers
     def stripe_counts(self, model: nn.Module) -> dict[str, tuple[int, int]]:

@@ -2,7 +2,8 @@
 
 from .bn import recalibrate_batchnorm
 from .evaluate import EvalResult, evaluate
-from .finetune import EpochLog, FinetuneResult, TrainingHooks, build_optimizer, finetune, lr_factor
+from .finetune import EpochLog, FinetuneResult, LoopOptions, TrainingDiverged, TrainingHooks, build_optimizer, finetune, lr_factor
 
-__all__ = ["EpochLog", "EvalResult", "FinetuneResult", "TrainingHooks", "build_optimizer", "evaluate", "finetune", "lr_factor",
+__all__ = ["EpochLog", "EvalResult", "FinetuneResult", "LoopOptions", "TrainingDiverged", "TrainingHooks",
+            "build_optimizer", "evaluate", "finetune", "lr_factor",
            "recalibrate_batchnorm"]

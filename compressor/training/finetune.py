@@ -10,18 +10,21 @@ every epoch. The optimizer stays here; methods never see it.
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..errors import TrainingError
 from ..progress import StatusBar, log
 from ..recipe import FinetuneConfig
-from .evaluate import evaluate
+from . import distributed
+from .checkpoint import load_checkpoint, restore_rng, save_checkpoint, seed_epoch
+from .evaluate import evaluate_sharded
 
 
 @dataclass(frozen=True)
@@ -44,8 +47,35 @@ class TrainingHooks:
     def before_step(self, model: nn.Module) -> None:  # noqa: B027 (optional hook)
         """Called after ``backward`` and before the optimizer step (e.g. to add a sub-gradient)."""
 
+    def after_step(self, model: nn.Module) -> None:  # noqa: B027 (optional hook)
+        """Called after every optimizer step (e.g. a function-preserving re-parametrisation)."""
+
     def end_epoch(self, model: nn.Module, epoch: int) -> None:  # noqa: B027 (optional hook)
         """Called after every epoch's optimizer steps, before validation (1-based epoch)."""
+
+    def state_dict(self) -> dict:
+        """The method's own state for an epoch checkpoint (masks, history); plain Python values only."""
+        return {}
+
+    def load_state(self, model: nn.Module, state: dict) -> None:  # noqa: B027 (optional hook)
+        """Take back :meth:`state_dict`'s output, after the model's weights were restored."""
+
+
+@dataclass(frozen=True)
+class LoopOptions:
+    """Where the loop checkpoints and how it seeds; the teacher for distillation (``cfg.distill``).
+
+    ``checkpoint``: written after every epoch (rank 0) and resumed from when it exists at the start.
+    ``seed`` and ``name`` derive the per-epoch random streams (see training/checkpoint.py)."""
+
+    checkpoint: Path | None = None
+    seed: int = 0
+    name: str = "finetune"
+    teacher: nn.Module | None = None
+
+
+class TrainingDiverged(TrainingError):
+    """The loss became NaN or infinite."""
 
 
 @dataclass(frozen=True)
@@ -54,35 +84,72 @@ class FinetuneResult:
     best_epoch: int | None  # None when no epoch ran
     best_val_accuracy: float | None
     seconds: float
+    resumed_from: int = 0  # the epoch a checkpoint brought back (0: started fresh)
 
 
 def finetune(model: nn.Module, train_loader, val_loader, cfg: FinetuneConfig, device: torch.device,
-             hooks: TrainingHooks | None = None, keep_best: bool = True) -> FinetuneResult:
+             hooks: TrainingHooks | None = None, keep_best: bool = True, options: LoopOptions | None = None
+             ) -> FinetuneResult:
     """Train ``model`` in place for ``cfg.epochs``; leave it at its best validation epoch (``keep_best``) or at
-    the last one (training-time methods: their masks belong to the last epoch)."""
+    the last one (training-time methods: their masks belong to the last epoch). Under torchrun the model
+    trains as DistributedDataParallel on a distributed sampler; every rank ends with the same weights."""
     start = time.perf_counter()
     if cfg.epochs == 0:
         return FinetuneResult(epochs=(), best_epoch=None, best_val_accuracy=None, seconds=0.0)
-    hooks = hooks or TrainingHooks()
+    hooks, options = hooks or TrainingHooks(), options or LoopOptions()
+    if cfg.distill is not None and options.teacher is None:
+        raise ValueError("finetune.distill is set but no teacher model was given")
+    train_loader = distributed.shard_train_loader(train_loader, options.seed)
+    net = distributed.wrap(model, device)
     steps = _steps_per_epoch(train_loader, cfg)
     optimizer = build_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, steps))
-    logs, best, best_state = [], None, None
-    for epoch in range(1, cfg.epochs + 1):
-        log_entry = _train_epoch(model, train_loader, val_loader, optimizer, scheduler, cfg, device, epoch, steps,
-                                 hooks)
-        logs.append(log_entry)
-        log(f"  epoch {epoch}/{cfg.epochs}: loss {log_entry.train_loss:.4f}, train {log_entry.train_accuracy:.2f}%, "
-            f"val {log_entry.val_accuracy:.2f}% ({log_entry.seconds:.1f} s)")
-        if keep_best and (best is None or log_entry.val_accuracy > best.val_accuracy):
-            best, best_state = log_entry, copy.deepcopy(model.state_dict())
+    logs, best = [], None
+    resumed = _resume(options.checkpoint, model, optimizer, scheduler, hooks)
+    if resumed:
+        logs, best = [EpochLog(**e) for e in resumed["logs"]], resumed["best"]
+        log(f"  resumed after epoch {resumed['epoch']}/{cfg.epochs} from {options.checkpoint}")
+    for epoch in range(len(logs) + 1, cfg.epochs + 1):
+        seed_epoch(train_loader, options.seed, options.name, epoch, distributed.rank())
+        entry = _train_epoch(net, model, train_loader, val_loader, optimizer, scheduler, cfg, device, epoch, steps,
+                             hooks, options)
+        logs.append(entry)
+        log(f"  epoch {epoch}/{cfg.epochs}: loss {entry.train_loss:.4f}, train {entry.train_accuracy:.2f}%, "
+            f"val {entry.val_accuracy:.2f}% ({entry.seconds:.1f} s)")
+        if keep_best and (best is None or entry.val_accuracy > best["val_accuracy"]):
+            best = {"epoch": epoch, "val_accuracy": entry.val_accuracy, "state": _cpu_state(model)}
+        if options.checkpoint is not None and distributed.is_main():
+            save_checkpoint(options.checkpoint, epoch, model, optimizer, scheduler, [vars(e) for e in logs], best,
+                            _method_state(hooks))
     if keep_best:
-        model.load_state_dict(best_state)
+        model.load_state_dict(best["state"])
     else:
-        best = logs[-1]
+        best = {"epoch": logs[-1].epoch, "val_accuracy": logs[-1].val_accuracy}
     model.eval()
-    return FinetuneResult(epochs=tuple(logs), best_epoch=best.epoch, best_val_accuracy=best.val_accuracy,
-                          seconds=time.perf_counter() - start)
+    return FinetuneResult(epochs=tuple(logs), best_epoch=best["epoch"], best_val_accuracy=best["val_accuracy"],
+                          seconds=time.perf_counter() - start, resumed_from=resumed["epoch"] if resumed else 0)
+
+
+def _resume(path: Path | None, model: nn.Module, optimizer, scheduler, hooks) -> dict | None:
+    """Bring back the state after the last finished epoch, if a checkpoint is there."""
+    if path is None or not Path(path).exists():
+        return None
+    state = load_checkpoint(path)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if hasattr(hooks, "load_state"):
+        hooks.load_state(model, state["method"])
+    restore_rng(state["rng"])
+    return state
+
+
+def _method_state(hooks) -> dict:
+    return hooks.state_dict() if hasattr(hooks, "state_dict") else {}
+
+
+def _cpu_state(model: nn.Module) -> dict:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
 def build_optimizer(model: nn.Module, cfg: FinetuneConfig) -> torch.optim.Optimizer:
@@ -119,19 +186,21 @@ def _steps_per_epoch(loader, cfg: FinetuneConfig) -> int:
     return min(steps, cfg.max_steps_per_epoch) if cfg.max_steps_per_epoch else steps
 
 
-def _train_epoch(model, train_loader, val_loader, optimizer, scheduler, cfg, device, epoch, steps,
-                 hooks: TrainingHooks) -> EpochLog:
+def _train_epoch(net, model, train_loader, val_loader, optimizer, scheduler, cfg, device, epoch, steps,
+                 hooks: TrainingHooks, options: LoopOptions) -> EpochLog:
+    """One epoch. ``net`` is what runs forward (``model`` or its DDP wrapper); hooks see ``model``."""
     start = time.perf_counter()
     lr = optimizer.param_groups[0]["lr"]
-    model.train()
+    net.train()
     loss_sum, correct, seen = 0.0, 0, 0
-    with StatusBar(f"fine-tune epoch {epoch}/{cfg.epochs}", total=steps) as bar:
+    with StatusBar(f"{options.name} epoch {epoch}/{cfg.epochs}", total=steps) as bar:
         for step, (images, labels) in enumerate(train_loader):
             if step >= steps:
                 break
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-            logits = model(images)
-            loss = F.cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing)
+            logits = net(images)
+            loss = training_loss(logits, images, labels, cfg, options.teacher)
+            _check_finite(loss, epoch, step + 1, options, device)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if hasattr(hooks, "before_step"):
@@ -140,15 +209,46 @@ def _train_epoch(model, train_loader, val_loader, optimizer, scheduler, cfg, dev
             _block_gradients(frozen)
             optimizer.step()
             _refreeze(frozen, optimizer)
+            if hasattr(hooks, "after_step"):
+                hooks.after_step(model)
             scheduler.step()
             loss_sum += loss.item() * labels.numel()
             correct += (logits.argmax(1) == labels).sum().item()
             seen += labels.numel()
             bar.advance(f"loss {loss_sum / seen:.3f}")
     hooks.end_epoch(model, epoch)
-    val = evaluate(model, val_loader, device, description="validate")
+    distributed.sync_buffers(model)
+    loss_sum, correct, seen = distributed.all_reduce_sum([loss_sum, correct, seen], device)
+    val = evaluate_sharded(model, val_loader, device, description="validate")
     return EpochLog(epoch=epoch, lr=lr, train_loss=loss_sum / max(1, seen), train_accuracy=100.0 * correct / max(1, seen),
                     val_accuracy=val.accuracy, seconds=time.perf_counter() - start)
+
+
+def training_loss(logits: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, cfg: FinetuneConfig,
+                  teacher: nn.Module | None) -> torch.Tensor:
+    """Cross-entropy (with label smoothing), blended with the distillation term when ``cfg.distill`` is set."""
+    loss = F.cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing)
+    if cfg.distill is None:
+        return loss
+    with torch.no_grad():
+        target = teacher(images)
+    t = cfg.distill.temperature
+    kd = F.kl_div(F.log_softmax(logits / t, dim=1), F.log_softmax(target / t, dim=1), reduction="batchmean",
+                  log_target=True) * (t * t)
+    return (1 - cfg.distill.weight) * loss + cfg.distill.weight * kd
+
+
+def _check_finite(loss: torch.Tensor, epoch: int, step: int, options: LoopOptions, device: torch.device) -> None:
+    """Stop on a NaN/inf loss (on every rank at once), naming the epoch, step and the last good checkpoint."""
+    bad = not torch.isfinite(loss.detach()).item()
+    if distributed.active():
+        bad = distributed.all_reduce_sum([float(bad)], device)[0] > 0
+    if not bad:
+        return
+    kept = (f"the last good checkpoint (epoch {epoch - 1}) is {options.checkpoint}"
+            if options.checkpoint is not None and epoch > 1 else "no epoch had finished, so no checkpoint was kept")
+    raise TrainingDiverged(f"{options.name}: the loss became {loss.item()} at epoch {epoch}, step {step}; {kept}. "
+                           "Lower finetune.lr (or raise finetune.warmup_epochs) and run again")
 
 
 @torch.no_grad()

@@ -85,6 +85,14 @@ CASES = {
     "pruned forward breaks": (lambda t: (QUICKSTART, ["model.arch=hardview_net:build", "model.input_shape=[3, 32, 32]",
                                                       "model.checkpoint=null", "pruning.macs_reduction_pct=null",
                                                       "pruning.ratio=0.5", "pruning.round_to=1"], []), "x.flatten(1)"),
+    "pickled model without trust": (lambda t: (QUICKSTART, [f"model.checkpoint={_pickled_model(t)}"], []),
+                                    "trust_checkpoint"),
+    "distillation weight out of range": (lambda t: (QUICKSTART, ["finetune.distill={weight: 1.5}"], []),
+                                         "finetune.distill.weight"),
+    "unknown distillation key": (lambda t: (QUICKSTART, ["finetune.distill={temp: 2}"], []), "finetune.distill"),
+    "empty zip": (lambda t: (QUICKSTART, [f"data.test={{format: imagefolder, path: {_empty_zip(t)}}}"], []),
+                  "data.test"),
+    "zero batch size": (lambda t: (QUICKSTART, ["data.batch_size=0"], []), "data.batch_size"),
     "out dir not empty": (lambda t: (QUICKSTART, [], ["--out", str(_nonempty(t))]), "not empty"),
     "out dir unwritable": (lambda t: (QUICKSTART, [], ["--out", str(_write(t / "file", b"x") / "run")]), "--out"),
 }
@@ -103,6 +111,22 @@ def _mkdir(path: Path) -> Path:
 def _truncated(tmp: Path) -> Path:
     data = CHECKPOINT.read_bytes()
     return _write(tmp / "half.pt", data[: len(data) // 2])
+
+
+def _pickled_model(tmp: Path) -> Path:
+    import torch
+
+    from compressor.models.cifar_resnet import quicknet
+
+    path = tmp / "whole_model.pt"
+    torch.save(quicknet(), path)  # a pickled nn.Module, not a state_dict: refused unless trusted
+    return path
+
+
+def _empty_zip(tmp: Path) -> Path:
+    path = tmp / "empty.zip"
+    zipfile.ZipFile(path, "w").close()
+    return path
 
 
 def _nonempty(tmp: Path) -> Path:
@@ -176,3 +200,35 @@ def test_zip_with_path_escape_is_refused(tmp_path):
     sets = [x for o in SMALL + [f"data.train={{format: imagefolder, path: {bad}}}"] for x in ("--set", o)]
     result = CliRunner().invoke(app, ["run", str(QUICKSTART), "--out", str(tmp_path / "run"), *sets])
     assert result.exit_code == 2 and "data.train" in result.output
+
+
+def _resume(*args: str):
+    return CliRunner().invoke(app, ["run", *args])
+
+
+@pytest.mark.parametrize("args, expected", [
+    (lambda t: ["--resume", str(t / "nowhere")], "no such run folder"),
+    (lambda t: ["--resume", str(_mkdir(t / "plain"))], "not a compressor run folder"),
+    (lambda t: [str(QUICKSTART), "--resume", str(_mkdir(t / "plain"))], "takes no RECIPE"),
+    (lambda t: [], "missing RECIPE"),
+], ids=["missing folder", "not a run folder", "recipe and resume", "nothing to run"])
+def test_bad_resume_exits_2_with_one_line(args, expected, tmp_path):
+    result = _resume(*args(tmp_path))
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("error")]
+    assert len(lines) == 1 and expected in lines[0], result.output
+
+
+def test_resume_with_a_truncated_training_checkpoint_names_it(tmp_path):
+    out = tmp_path / "run"
+    sets = [x for o in SMALL + ["finetune.epochs=1"] for x in ("--set", o)]
+    assert CliRunner().invoke(app, ["run", str(QUICKSTART), "--out", str(out), *sets]).exit_code in (0, 1)
+    (out / "report.json").unlink()
+    (out / ".stages" / "finetune.pt").unlink()
+    (out / "status.json").write_text('{"status": "running"}')
+    (out / "pruned" / "finetune.ckpt.pt").write_bytes(b"PK\x03\x04 truncated")
+    result = _resume("--resume", str(out))
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("error")]
+    assert len(lines) == 1 and "finetune.ckpt.pt: cannot read this training checkpoint" in lines[0], result.output
+    assert not (out / "report.json").exists()

@@ -26,7 +26,7 @@ from compressor.recipe import FinetuneConfig, PruningConfig
 from compressor.surgery import prune
 from compressor.surgery.graph import example_input
 from compressor.surgery.prune import analyse, plan_counts
-from compressor.training import finetune
+from compressor.training import LoopOptions, finetune
 from compressor.training.finetune import _block_gradients, _refreeze
 
 SHAPE = (3, 32, 32)
@@ -161,3 +161,37 @@ def test_masked_network_equals_the_physically_pruned_one(cls, options, residual)
     x = torch.randn(8, *SHAPE)
     with torch.no_grad():
         assert (masked(x) - model.eval()(x)).abs().max().item() < 1e-4
+
+
+def _train_ghfp(tmp_path, stop_at=None):
+    torch.manual_seed(0)
+    model = resnet20()
+    method = GHFP(GHFPOptions(name="ghfp", epochs=3))
+    begin(method, model, PruningConfig(ratio=0.5, residual="coupled"))
+    if stop_at is not None:
+        original = method.end_epoch
+
+        def end_epoch(model_, epoch):
+            original(model_, epoch)
+            if epoch == stop_at:
+                raise KeyboardInterrupt  # killed after the steps of epoch stop_at, before its checkpoint
+
+        method.end_epoch = end_epoch
+    cfg = FinetuneConfig(epochs=3, lr=0.05, momentum=0.9)
+    options = LoopOptions(checkpoint=tmp_path / "method.ckpt.pt", seed=1, name="ghfp training")
+    result = finetune(model, data(), data(32), cfg, torch.device("cpu"), hooks=method, keep_best=False, options=options)
+    method.finish(model)
+    return model, method, result.resumed_from
+
+
+def test_mask_training_resumes_from_its_epoch_checkpoint_exactly(tmp_path):
+    straight, straight_method, _ = _train_ghfp(tmp_path / "a")
+    with pytest.raises(KeyboardInterrupt):
+        _train_ghfp(tmp_path / "b", stop_at=3)
+    resumed, resumed_method, resumed_from = _train_ghfp(tmp_path / "b")  # fresh model and masks, then resume
+    assert resumed_from == 2
+    assert resumed_method.masks.pruned == straight_method.masks.pruned
+    assert resumed_method.history == straight_method.history
+    assert resumed_method.masks.hard == straight_method.masks.hard
+    for key, value in straight.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[key]), key

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from compressor.methods.swp import SWP, SWPOptions, skeleton_layers
+from compressor.methods.swp import SWP, SWPOptions, rescale_filters, skeleton_layers
 from compressor.models.cifar_resnet import resnet20
 from compressor.recipe import FinetuneConfig, PruningConfig
 from compressor.surgery import prune
@@ -21,11 +22,11 @@ SHAPE = (3, 32, 32)
 CFG = PruningConfig(residual="internal")
 
 
-def started(alpha=1e-3, threshold=0.05, model=None):
+def started(alpha=1e-3, threshold=0.05, model=None, mode="scratch"):
     torch.manual_seed(0)
     model = model or resnet20()
     layout = analyse(model, example_input(SHAPE), CFG)
-    method = SWP(SWPOptions(name="swp", epochs=1, alpha=alpha, threshold=threshold))
+    method = SWP(SWPOptions(name="swp", epochs=1, alpha=alpha, threshold=threshold, mode=mode))
     method.begin(model, [info for info, _ in layout.groups])
     return model, method
 
@@ -38,6 +39,64 @@ def test_skeleton_on_every_kxk_conv_and_identity_at_start():
     x = torch.randn(2, *SHAPE)
     with torch.no_grad():
         assert torch.allclose(model.eval()(x), reference(x), atol=1e-6)  # I = 1: the same network
+
+
+def test_finetune_mode_starts_from_the_trained_stripe_norms_and_computes_the_same_network():
+    reference = resnet20().eval()
+    with torch.no_grad():
+        reference.layer1[0].conv1.weight[2, :, 0, 0] = 0  # a stripe already zero: pruned from the start
+    model, method = started(model=copy.deepcopy(reference), mode="finetune")
+    assert method.options.mode == "finetune" and SWPOptions(name="swp").mode == "finetune"  # the default
+    conv = model.get_submodule("layer1.0.conv1")
+    skeleton = conv.parametrizations.weight[0].skeleton
+    norms = reference.layer1[0].conv1.weight.detach().norm(dim=1)
+    assert torch.allclose(skeleton, norms / norms.flatten(1).amax(1).view(-1, 1, 1), atol=1e-6)
+    assert torch.allclose(skeleton.flatten(1).amax(1), torch.ones(conv.out_channels))
+    assert skeleton[2, 0, 0] == 0 and method.stripe_counts(model)["layer1.0.conv1"] == (16 * 9 - 1, 16 * 9)
+    x = torch.randn(2, *SHAPE)
+    with torch.no_grad():
+        assert torch.allclose(model.eval()(x), reference(x), atol=1e-5)
+
+
+def test_rescale_keeps_the_effective_weight_and_each_filters_peak_at_one():
+    model, _ = started(mode="finetune")
+    conv = model.get_submodule("layer2.0.conv1")
+    skeleton = conv.parametrizations.weight[0].skeleton
+    with torch.no_grad():
+        skeleton.mul_(torch.rand(conv.out_channels, 1, 1) + 0.2)  # as if the L1 pull had shrunk each filter
+        skeleton[0] = 0  # a filter with no stripe stays untouched
+        before = conv.weight.clone()
+    rescale_filters(conv)
+    assert torch.allclose(conv.weight, before, atol=1e-6)
+    assert torch.allclose(skeleton[1:].abs().flatten(1).amax(1), torch.ones(conv.out_channels - 1))
+    assert (skeleton[0] == 0).all()
+
+
+def test_finetune_mode_prunes_the_weakest_stripes_first_and_keeps_every_filter():
+    torch.manual_seed(0)
+    images, labels = torch.randn(64, *SHAPE), torch.randint(0, 10, (64,))
+    loader = DataLoader(TensorDataset(images, labels), batch_size=16)
+    model = resnet20()
+    with torch.no_grad():  # a spread of stripe magnitudes, as in a trained network
+        for name in skeleton_layers(model):
+            weight = model.get_submodule(name).weight
+            weight.mul_(torch.rand(weight.shape[0], 1, *weight.shape[2:]) * 0.9 + 0.1)
+    model, method = started(alpha=1.0, threshold=0.05, model=model, mode="finetune")
+    start = {name: s.detach().clone() for name, s in method.skeletons(model).items()}
+    cfg = FinetuneConfig(epochs=2, lr=0.05, schedule="constant", momentum=0.0, weight_decay=0.0)
+    finetune(model, loader, loader, cfg, torch.device("cpu"), hooks=method, keep_best=False)
+    ends = {name: s.detach().clone() for name, s in method.skeletons(model).items()}
+    method.finish(model)
+    sparsity = method.details["stripe_sparsity"]
+    assert 0.05 < sparsity < 1 - 1 / 9  # progressive: some stripes, never whole filters
+    assert not method.details["filters_without_stripes"]
+    weak, strong = [], []
+    for name, initial in start.items():
+        pruned = ends[name] == 0
+        assert (ends[name].abs().flatten(1).amax(1) == 1).all()  # each filter keeps its peak
+        weak.append(initial[pruned])
+        strong.append(initial[~pruned])
+    assert torch.cat(weak).mean() < torch.cat(strong).mean() - 0.2  # the trained magnitudes lead
 
 
 def test_skeleton_gradient_is_the_chain_rule_plus_the_l1_subgradient():
@@ -120,3 +179,57 @@ def test_training_with_the_skeleton_prunes_stripes():
     assert [h["epoch"] for h in method.details["history"]] == [1, 2]
     weight = model.get_submodule("layer1.0.conv1").weight
     assert isinstance(model.get_submodule("layer1.0.conv1"), nn.Conv2d) and weight.requires_grad
+
+
+def test_skeleton_training_resumes_from_its_epoch_checkpoint_exactly(tmp_path):
+    from compressor.training import LoopOptions
+
+    def train(folder, stop_at=None):
+        model, method = started(alpha=0.5, threshold=0.2, mode="finetune")
+        if stop_at is not None:
+            original = method.end_epoch
+
+            def end_epoch(model_, epoch):
+                original(model_, epoch)
+                if epoch == stop_at:
+                    raise KeyboardInterrupt
+
+            method.end_epoch = end_epoch
+        torch.manual_seed(0)
+        images, labels = torch.randn(48, *SHAPE), torch.randint(0, 10, (48,))
+        loader = DataLoader(TensorDataset(images, labels), batch_size=16)
+        cfg = FinetuneConfig(epochs=3, lr=0.05, momentum=0.9)
+        options = LoopOptions(checkpoint=folder / "m.pt", seed=2, name="swp training")
+        result = finetune(model, loader, loader, cfg, torch.device("cpu"), hooks=method, keep_best=False,
+                          options=options)
+        method.finish(model)
+        return model, method, result.resumed_from
+
+    straight, straight_method, _ = train(tmp_path / "a")
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path / "b", stop_at=3)
+    resumed, resumed_method, resumed_from = train(tmp_path / "b")
+    assert resumed_from == 2
+    assert resumed_method.details["history"] == straight_method.details["history"]
+    assert resumed_method.details["stripe_sparsity"] == straight_method.details["stripe_sparsity"] > 0
+    for key, value in straight.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[key]), key
+
+
+def test_fine_tuning_after_swp_keeps_pruned_stripes_at_zero():
+    from compressor.methods.base import get_method
+
+    torch.manual_seed(0)
+    model = resnet20()
+    conv = model.layer1[0].conv1
+    with torch.no_grad():
+        conv.weight[3, :, 0, 2] = 0  # a pruned stripe
+        conv.weight[5] = 0  # a filter with none left (its BN would have been removed with it)
+    hooks = get_method("swp").finetune_hooks(model)
+    assert get_method("l1").finetune_hooks(model) is None
+    images, labels = torch.randn(32, *SHAPE), torch.randint(0, 10, (32,))
+    loader = DataLoader(TensorDataset(images, labels), batch_size=16)
+    cfg = FinetuneConfig(epochs=1, lr=0.1, momentum=0.9, weight_decay=0.01)
+    finetune(model, loader, loader, cfg, torch.device("cpu"), hooks=hooks)
+    assert (conv.weight[3, :, 0, 2] == 0).all() and (conv.weight[5] == 0).all()
+    assert (conv.weight[3, :, 1, 1] != 0).all()  # the rest trains
