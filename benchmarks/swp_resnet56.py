@@ -6,7 +6,8 @@ validation) and testing on the exact first 1,017 CIFAR-10 test images. The profi
 baseline, the dense-slim pruned graph and the hybrid stripe graph side by side (onnxruntime CPU, 1 thread,
 interleaved rounds). Prints the figures the benchmarks README quotes; the run folder holds the rest.
 
-    .venv/bin/python benchmarks/swp_resnet56.py [--data ../shared/data] [--epochs 6] [--mode finetune] [--alpha A] [--out runs/swp]
+    .venv/bin/python benchmarks/swp_resnet56.py [--data ../shared/data] [--epochs 4] [--alpha A]
+        [--finetune-epochs 4] [--mode finetune] [--out runs/swp]
 """
 
 from __future__ import annotations

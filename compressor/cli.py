@@ -125,16 +125,16 @@ def profile(
             "(repeatable or comma-separated; default: onnxruntime-cpu for ONNX, tensorrt for engines).",
             show_default=False)] = None,
         batch: Annotated[Optional[list[str]], typer.Option(
-            "--batch", help="Batch sizes: --batch 1 8 32, --batch 1,8,32 or --batch 1 --batch 8 [default: 1 8 32].",
+            "--batch", help="Batch sizes: --batch 1 8 32, --batch 1,8,32 or --batch 1 --batch 8 (default: 1 8 32).",
             show_default=False)] = None,
         threads: Annotated[Optional[int], typer.Option(
-            "--threads", min=1, help="onnxruntime intra-op threads [default: every core this process may use].",
+            "--threads", min=1, help="onnxruntime intra-op threads (default: every core this process may use).",
             show_default=False)] = None,
         warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed runs per artifact, backend and batch.")] = 10,
         iterations: Annotated[int, typer.Option("--iterations", min=1, help="Timed runs per round.")] = 50,
         repeats: Annotated[int, typer.Option("--repeats", min=1, help="Interleaved rounds.")] = 5,
         out: Annotated[Optional[Path], typer.Option(
-            "--out", help="Folder for latency.json and latency.png [default: ./profile-<artifact stem>].",
+            "--out", help="Folder for latency.json and latency.png (default: ./profile-<artifact stem>).",
             show_default=False)] = None) -> None:
     """Measure latency (p50/p90/p99, throughput) of ONNX files or TensorRT engines; write JSON and a plot."""
     from .profiling.latency import plan_targets, profile_targets, write_profile
@@ -224,16 +224,29 @@ def _print_summary(report: dict, out_dir: Path) -> None:
     table.add_row("top-1 (%)", f"{b['accuracy']:.2f}", f"{p['accuracy']:.2f}")
     table.add_row("MACs (M)", f"{b['macs'] / 1e6:.2f}", f"{p['macs'] / 1e6:.2f} (-{report['reduction']['macs_pct']:.1f}%)")
     table.add_row("params (k)", f"{b['params'] / 1e3:.1f}", f"{p['params'] / 1e3:.1f}")
-    for ratio in report["latency_ratios"]:
-        label = f"latency b{ratio['batch']}"
-        if ratio["artifact"] != "pruned_onnx":  # e.g. the stripe graph against dense-slim
-            label = f"{ratio['artifact']} b{ratio['batch']} vs {ratio.get('reference', 'baseline_onnx')}"
+    from rich.markup import escape
+
+    from .stages import headline_ratios
+
+    for ratio in headline_ratios(report["latency_ratios"]):  # the full set is in report.md
+        backend = ratio.get("backend", "onnxruntime-cpu")
+        label = f"latency b{ratio['batch']}" + ("" if backend == "onnxruntime-cpu" else f" {backend}")
+        if ratio["artifact"] != "pruned_onnx":  # another precision, or the stripe graph against dense-slim
+            label = f"{ratio['artifact']} b{ratio['batch']} vs {ratio['reference']}" + (
+                "" if backend == "onnxruntime-cpu" else f" ({backend})")
         table.add_row(label, "1.00x", f"{ratio['ratio']:.2f}x ({ratio['speedup']:.2f}x faster)")
     console = Console()
     console.print(table)
     for gate in report["gates"]:
         mark = "[green]pass[/green]" if gate["passed"] else "[red]FAIL[/red]"
-        console.print(f"  gate {gate['name']}: {mark} (value {gate['value']}, limit {gate['limit']})")
+        console.print(f"  gate {escape(gate['name'])}: {mark} (value {gate['value']}, limit {gate['limit']})")
+    missed = [g for g in report["gates"] if not g["passed"]]
+    if missed:  # what CI needs to see when the job fails
+        failed = Table("gate", "limit", "value", "how measured", title="gates missed", title_style="bold red")
+        for g in missed:
+            failed.add_row(escape(g["name"]), str(g["limit"]), "-" if g["value"] is None else str(g["value"]),
+                           escape(g["detail"]))
+        console.print(failed)
     console.print(f"report: {out_dir / 'report.md'}")
 
 

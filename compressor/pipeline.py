@@ -48,9 +48,11 @@ def run(recipe: Recipe, out_dir: Path, recipe_path: Path | None = None, overwrit
 
 def _run(recipe: Recipe, out_dir: Path, recipe_path, overwrite: bool, resume: bool, device) -> RunResult:
     from . import stages
+    from .export.deploy import check_dependencies
     from .ledger import Ledger
     from .training import distributed
 
+    check_dependencies(recipe)  # a missing TensorRT / GPU stops the run now, not after fine-tuning
     main = distributed.is_main()
     if not resume:
         distributed.on_main(lambda: environment.check_run_dir(out_dir, overwrite))
@@ -115,7 +117,8 @@ def _stages(recipe: Recipe, inputs, out: Path, device: torch.device, timings: di
     if state is not None:
         model.load_state_dict(state)
     exported, _ = timed("export", stages.export, recipe, inputs, model, out / "export")
-    profiled, _ = timed("profile", stages.profile, recipe, baseline, exported, out / "profile")
+    profiled, _ = timed("profile", stages.profile, recipe, baseline, exported, out / "profile",
+                        {"baseline": inputs.model, "pruned": model}, inputs.input_shape, device)
     gates = evaluate_gates(recipe.gates, recipe.export, baseline, tuned, exported, profiled)
     report = build_report(recipe, recipe_path, out, inputs, baseline, pruned, tuned, exported, profiled, gates, timings)
     write_report(out, report)

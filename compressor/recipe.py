@@ -227,8 +227,41 @@ class StripeExportConfig(StrictModel):
         0.05, description="A layer goes stripe only when at least this fraction faster than dense (noise margin).")
 
 
+class Int8Config(StrictModel):
+    """Static INT8 quantization (QDQ, symmetric, as TensorRT needs) calibrated on the run's calibration images."""
+
+    calibration_images: PositiveInt = Field(256, description="Calibration images (the first of the calibration order).")
+    method: Literal["minmax", "entropy", "percentile"] = Field("minmax", description="onnxruntime calibration method.")
+    per_channel: bool = Field(True, description="One weight scale per output channel.")
+
+
+class TensorRTConfig(StrictModel):
+    """TensorRT engines of the pruned model (needs TensorRT 10 or 11 and a CUDA GPU; checked at the start)."""
+
+    enabled: bool = False
+    precisions: list[Literal["fp32", "fp16", "int8"]] = Field(
+        default_factory=lambda: ["fp16"], min_length=1, description="One engine per precision (TensorRT 10: builder "
+        "flags; 11: an FP16 / QDQ INT8 ONNX made by compressor).")
+    workspace_mb: PositiveInt = Field(1024, description="Builder workspace memory pool limit.")
+    max_batch: PositiveInt | None = Field(None, description="Optimization profile max batch (default: largest profiled).")
+    opt_batch: PositiveInt | None = Field(None, description="Batch the kernels are tuned for (default: max_batch).")
+    timing_cache: ResolvedPath | None = Field(
+        None, description="Timing cache file, read if present and updated after each build (reused across runs).")
+
+    @model_validator(mode="after")
+    def _batches(self) -> "TensorRTConfig":
+        if self.opt_batch and self.max_batch and self.opt_batch > self.max_batch:
+            raise ValueError(f"opt_batch ({self.opt_batch}) must not exceed max_batch ({self.max_batch})")
+        return self
+
+
 class ExportConfig(StrictModel):
     onnx: bool = True
+    precisions: list[Literal["fp16", "int8"]] = Field(
+        default_factory=list, description="Extra ONNX variants of the baseline and the pruned model: fp16, int8 (QDQ). "
+        "Each is evaluated (top-1 on onnxruntime CPU) and profiled next to the FP32 files.")
+    int8: Int8Config = Field(default_factory=Int8Config)
+    tensorrt: TensorRTConfig = Field(default_factory=TensorRTConfig)
     stripe: StripeExportConfig = Field(default_factory=StripeExportConfig)
     opset: Annotated[int, Field(ge=18)] = Field(18, description="ONNX opset (torch's exporter needs 18 or later).")
     parity_tolerance: Annotated[float, Field(gt=0)] = Field(
@@ -236,9 +269,17 @@ class ExportConfig(StrictModel):
     parity_images: PositiveInt = 32
 
 
+Backend = Literal["onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt", "torch-cpu", "torch-cuda",
+                  "torch-cuda-graph", "tensorrt"]
+
+
 class ProfileConfig(StrictModel):
     enabled: bool = True
-    backends: list[Literal["onnxruntime-cpu"]] = Field(default_factory=lambda: ["onnxruntime-cpu"])
+    backends: list[Backend] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: ["onnxruntime-cpu"], min_length=1,
+        description="Where to time: onnxruntime-cpu | onnxruntime-cuda | onnxruntime-tensorrt (ONNX files; the GPU "
+        "providers need onnxruntime-gpu), torch-cpu | torch-cuda | torch-cuda-graph (the PyTorch models), tensorrt "
+        "(the engines of export.tensorrt). Checked at the start of a run.")
     batch_sizes: list[PositiveInt] = Field(default_factory=lambda: [1, 32])
     threads: PositiveInt | None = Field(
         1, description="Intra-op threads. 1 gives the most repeatable ratios (measured: 2 threads on a 2-core machine "
@@ -250,7 +291,9 @@ class ProfileConfig(StrictModel):
 
 # ------------------------------------------------------------------------------------------------ gates
 class LatencyGate(StrictModel):
-    backend: Literal["onnxruntime-cpu"] = "onnxruntime-cpu"
+    backend: Backend = "onnxruntime-cpu"  # type: ignore[valid-type]
+    artifact: str = Field("pruned_onnx", description="Which artifact is gated: pruned_onnx, pruned_int8, pruned_fp16, "
+                          "stripe_onnx, pruned_torch, pruned_fp16_engine, ...")
     batch: PositiveInt
     p50_ms: Annotated[float, Field(gt=0)] = Field(description="Largest allowed median latency of the pruned model.")
 
@@ -282,10 +325,19 @@ class Recipe(StrictModel):
         if not self.pruning.sets_amount and not getattr(self.method, "allocates", False):
             raise ValueError("pruning: nothing to prune; set ratio, macs_reduction_pct, params_reduction_pct, layers "
                              "or layer_ratios (or a method option that decides, e.g. functionality's threshold)")
+        if (self.export.precisions or self.export.tensorrt.enabled) and not self.export.onnx:
+            raise ValueError("export.precisions and export.tensorrt need export.onnx: true (they start from the ONNX "
+                             "export); set export.onnx: true")
         if self.export.stripe.enabled is True and not self.export.onnx:
             raise ValueError("export.stripe.enabled: true needs export.onnx: true (the stripe graph is a rewrite of "
                              "the dense ONNX export); set export.onnx: true or export.stripe.enabled: auto")
+        if "tensorrt" in self.profile.backends and not self.export.tensorrt.enabled:
+            raise ValueError("profile.backends: tensorrt times the engines of export.tensorrt; set "
+                             "export.tensorrt.enabled: true or drop tensorrt from profile.backends")
         for gate in self.gates.max_latency_ms:
+            if gate.backend not in self.profile.backends:
+                raise ValueError(f"gates.max_latency_ms: backend {gate.backend} is not in profile.backends "
+                                 f"{self.profile.backends}; add it there so that it is measured")
             if not self.export.onnx or not self.profile.enabled:
                 raise ValueError("gates.max_latency_ms needs the ONNX export and profiling (export.onnx and "
                                  "profile.enabled true) to measure anything")

@@ -3,7 +3,7 @@ its own subfolder of the run folder. ``pipeline.run`` calls them in order."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -83,6 +83,18 @@ def export_artifact(model: nn.Module, inputs: Inputs, path: Path, recipe: Recipe
                         seconds=time.perf_counter() - start)
 
 
+def export_variants(onnx: OnnxArtifact | None, inputs: Inputs, recipe: Recipe) -> dict:
+    """``export.precisions`` variants of an exported file (FP16, INT8-QDQ), each evaluated on onnxruntime CPU."""
+    if onnx is None or not recipe.export.precisions:
+        return {}
+    from .export.deploy import precision_variants
+
+    loader = inputs.loaders.calibration_loader(recipe.export.int8.calibration_images)
+    return precision_variants(onnx.path, recipe.export.precisions, recipe.export.int8,
+                              lambda: (images for images, _ in loader), inputs.loaders.test,
+                              parity_images(inputs, recipe.export.parity_images).numpy())
+
+
 def parity_images(inputs: Inputs, count: int) -> torch.Tensor:
     batches, total = [], 0
     for images, _ in inputs.loaders.calibration:
@@ -101,6 +113,8 @@ class Baseline:
     macs_torch: int
     params_torch: int
     onnx: OnnxArtifact | None
+    variants: dict = field(default_factory=dict)  # precision -> export.deploy.VariantArtifact
+    engines: dict = field(default_factory=dict)  # precision -> export.deploy.EngineArtifact
 
     @property
     def summary(self) -> str:
@@ -116,9 +130,14 @@ def baseline(recipe: Recipe, inputs: Inputs, folder: Path, device: torch.device)
     cost = count_torch(inputs.model.cpu(), inputs.input_shape)
     inputs.model.to(device)
     onnx = export_artifact(inputs.model, inputs, folder / "model.onnx", recipe)
-    result = Baseline(test=test, val=val, macs_torch=cost.macs, params_torch=cost.params, onnx=onnx)
+    variants = export_variants(onnx, inputs, recipe)
+    engines = export_engines(onnx, variants, inputs, recipe)
+    result = Baseline(test=test, val=val, macs_torch=cost.macs, params_torch=cost.params, onnx=onnx, variants=variants,
+                      engines=engines)
     write_json(folder / "metrics.json", {"test": vars(test), "val": vars(val), "macs_torch": cost.macs,
-                                         "params_torch": cost.params, "onnx": _artifact_json(onnx)})
+                                         "params_torch": cost.params, "onnx": _artifact_json(onnx),
+                                         "variants": {k: v.to_json() for k, v in variants.items()},
+                                         "engines": {k: e.to_json() for k, e in engines.items()}})
     return result
 
 
@@ -299,6 +318,8 @@ class Exported:
     macs_torch: int
     params_torch: int
     stripe: StripeArtifact | None = None
+    variants: dict = field(default_factory=dict)  # precision -> export.deploy.VariantArtifact
+    engines: dict = field(default_factory=dict)  # precision -> export.deploy.EngineArtifact
 
     @property
     def summary(self) -> str:
@@ -308,6 +329,10 @@ class Exported:
         if self.stripe is not None:
             text += (f"; {self.stripe.path.name}: {self.stripe.stripe_layers}/{len(self.stripe.layers)} layers as "
                      f"stripes, parity {self.stripe.max_abs_diff:.2e}, {self.stripe.macs / 1e6:.2f} M MACs")
+        for v in self.variants.values():
+            text += f"; {v.path.name}: top-1 {v.accuracy:.2f}% (onnxruntime)"
+        for e in self.engines.values():
+            text += f"; {e.path.name}: parity {e.max_abs_diff:.2e}"
         return text
 
 
@@ -317,7 +342,27 @@ def export(recipe: Recipe, inputs: Inputs, model: nn.Module, folder: Path) -> Ex
     cost = count_torch(model.cpu(), inputs.input_shape)
     onnx = export_artifact(model, inputs, folder / "model.onnx", recipe)
     stripe = export_stripe_artifact(model, inputs, onnx, folder / "model.stripe.onnx", recipe)
-    return Exported(onnx=onnx, macs_torch=cost.macs, params_torch=cost.params, stripe=stripe)
+    variants = export_variants(onnx, inputs, recipe)
+    engines = export_engines(onnx, variants, inputs, recipe)
+    if variants or engines:
+        write_json(folder / "deploy.json", {"variants": {k: v.to_json() for k, v in variants.items()},
+                                            "engines": {k: e.to_json() for k, e in engines.items()}})
+    return Exported(onnx=onnx, macs_torch=cost.macs, params_torch=cost.params, stripe=stripe, variants=variants,
+                    engines=engines)
+
+
+def export_engines(onnx: OnnxArtifact | None, variants: dict, inputs: Inputs, recipe: Recipe) -> dict:
+    """TensorRT engines of the pruned model (``export.tensorrt``), parity-checked against onnxruntime."""
+    if onnx is None or not recipe.export.tensorrt.enabled:
+        return {}
+    from .export.deploy import build_engines
+
+    def make(precision: str):
+        extra = recipe.model_copy(update={"export": recipe.export.model_copy(update={"precisions": [precision]})})
+        return export_variants(onnx, inputs, extra)[precision].path
+
+    return build_engines(onnx.path, variants, recipe.export.tensorrt, recipe.profile.batch_sizes, inputs.input_shape,
+                         parity_images(inputs, recipe.export.parity_images).numpy(), make)
 
 
 def export_stripe_artifact(model: nn.Module, inputs: Inputs, dense: OnnxArtifact | None, path: Path,
@@ -361,27 +406,82 @@ class Profiled:
 
     @property
     def summary(self) -> str:
-        several = len({r["artifact"] for r in self.ratios}) > 1
-        parts = [(f"{r['artifact']} vs {r['reference']} " if several else "") + f"batch {r['batch']}: "
-                 f"{r['speedup']:.2f}x" for r in self.ratios]
+        rows = headline_ratios(self.ratios)
+        several = len({(r["artifact"], r.get("backend")) for r in rows}) > 1
+        parts = [(f"{r['artifact']} vs {r['reference']} on {r.get('backend', 'onnxruntime-cpu')} " if several else "")
+                 + f"batch {r['batch']}: {r['speedup']:.2f}x" for r in rows]
         return "speedup " + ", ".join(parts) if parts else "skipped"
 
 
-def profile(recipe: Recipe, baseline_result: Baseline, exported: Exported, folder: Path) -> Profiled:
+def headline_ratios(ratios) -> list[dict]:
+    """The ratios a summary shows: each pruned artifact against its own baseline (same precision, same
+    backend) and the stripe graph against dense-slim; the cross-precision ones stay in the report."""
+    def stem(name: str) -> str:
+        return name.removeprefix("pruned_").removeprefix("baseline_")
+
+    return [r for r in ratios if (r["artifact"].startswith("pruned_") and stem(r["artifact"]) == stem(r["reference"]))
+            or (r["artifact"] == "stripe_onnx" and r["reference"] == "pruned_onnx")]
+
+
+def profile(recipe: Recipe, baseline_result: Baseline, exported: Exported, folder: Path,
+            models: dict[str, nn.Module], input_shape: tuple[int, int, int], device: torch.device) -> Profiled:
+    """Every artifact on every ``profile.backends`` backend, interleaved in one process; ratios of each pruned
+    artifact against its baseline counterpart on the same backend; ``latency.json`` and ``latency.png``."""
     cfg = recipe.profile
     if not cfg.enabled or baseline_result.onnx is None or exported.onnx is None:
         return Profiled(stats=(), ratios=())
-    from .profiling.latency import latency_ratios, profile_onnxruntime
+    from .profiling.latency import measure, write_profile
 
-    artifacts = {"baseline_onnx": baseline_result.onnx.path, "pruned_onnx": exported.onnx.path}
-    if exported.stripe is not None:
-        artifacts["stripe_onnx"] = exported.stripe.path
-    stats = profile_onnxruntime(artifacts, cfg.batch_sizes, cfg.threads, cfg.warmup, cfg.iterations, cfg.repeats)
-    ratios = latency_ratios(stats, reference="baseline_onnx")
-    if exported.stripe is not None:  # the question SWP asks: is the stripe graph faster than dense-slim?
-        ratios += [r for r in latency_ratios(stats, reference="pruned_onnx") if r["artifact"] == "stripe_onnx"]
-    write_json(folder / "latency.json", {"stats": [s.to_json() for s in stats], "ratios": ratios})
+    runners = _runners(recipe, baseline_result, exported, models, input_shape, device)
+    stats = measure(runners, cfg.batch_sizes, cfg.warmup, cfg.iterations, cfg.repeats)
+    ratios = _pipeline_ratios(stats)
+    write_profile(stats, folder, title=f"{recipe.name}: baseline vs pruned")
     return Profiled(stats=tuple(stats), ratios=tuple(ratios))
+
+
+def _runners(recipe: Recipe, baseline_result: Baseline, exported: Exported, models: dict[str, nn.Module],
+             input_shape: tuple[int, int, int], device: torch.device) -> list:
+    from .environment import available_cores
+    from .profiling.backends import ORT_PROVIDERS, TORCH_BACKENDS, Target, TensorRTRunner, TorchRunner, make_runner
+
+    files = {"baseline_onnx": baseline_result.onnx.path, "pruned_onnx": exported.onnx.path}
+    if exported.stripe is not None:
+        files["stripe_onnx"] = exported.stripe.path
+    files.update({f"baseline_{p}": v.path for p, v in baseline_result.variants.items()})
+    files.update({f"pruned_{p}": v.path for p, v in exported.variants.items()})
+    threads = recipe.profile.threads or available_cores()
+    runners = []
+    for backend in recipe.profile.backends:
+        if backend in ORT_PROVIDERS:
+            runners += [make_runner(Target(name, path, backend), threads) for name, path in files.items()]
+        elif backend in TORCH_BACKENDS:
+            torch_device = torch.device("cpu") if backend == "torch-cpu" else device
+            runners += [TorchRunner(f"{name}_torch", model, input_shape, torch_device, backend == "torch-cuda-graph")
+                        for name, model in models.items()]
+        else:  # tensorrt
+            engines = {**{f"baseline_{p}_engine": e for p, e in baseline_result.engines.items()},
+                       **{f"pruned_{p}_engine": e for p, e in exported.engines.items()}}
+            runners += [TensorRTRunner(name, engine.path) for name, engine in engines.items()]
+    return runners
+
+
+def _pipeline_ratios(stats: list) -> list[dict]:
+    """Each pruned artifact against its baseline on the same backend (and the stripe graph against dense-slim,
+    a quantized file against the FP32 baseline); rows carry ``backend``."""
+    from .profiling.latency import latency_ratios
+
+    names = {s.artifact for s in stats}
+    pairs = [(name, name.replace("pruned_", "baseline_", 1)) for name in sorted(names) if name.startswith("pruned_")]
+    pairs += [("stripe_onnx", "baseline_onnx"), ("stripe_onnx", "pruned_onnx")]
+    pairs += [(name, "baseline_onnx") for name in sorted(names) if name.startswith(("pruned_", "baseline_"))
+              and name.removeprefix("pruned_").removeprefix("baseline_") in ("fp16", "int8")]
+    rows = []
+    for backend in dict.fromkeys(s.backend for s in stats):
+        for artifact, reference in dict.fromkeys(pairs):
+            pair = [s for s in stats if s.backend == backend and s.artifact in (artifact, reference)]
+            if {s.artifact for s in pair} == {artifact, reference}:
+                rows += [{**row, "backend": backend} for row in latency_ratios(pair, reference)]
+    return rows
 
 
 def _artifact_json(artifact: OnnxArtifact | None) -> dict | None:

@@ -1,7 +1,9 @@
 """Profiling stage: MACs / params of models and exported graphs, latency of artifacts per backend.
 
 ``macs`` counts multiply-accumulates with one convention on ONNX graphs and PyTorch models;
-``latency`` measures ONNX artifacts on onnxruntime CPU, interleaved, and quotes ratios between them.
+``latency`` measures artifacts interleaved on any backend of ``backends`` (onnxruntime CPU/CUDA/TensorRT
+providers, PyTorch CPU/CUDA/CUDA graphs, TensorRT engines) with the same statistics, and quotes ratios;
+``plot`` draws latency and throughput against batch.
 Importing this package does not import torch, onnx or onnxruntime.
 """
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 
 def render_markdown(report: dict) -> str:
-    parts = [_header(report), _results(report), _gates(report), _latency(report), _stripe(report), _pruning(report),
+    parts = [_header(report), _results(report), _gates(report), _latency(report), _deploy(report), _stripe(report),
+             _pruning(report),
              _finetune(report), _artifacts(report), _timings(report)]
     return "\n\n".join(p for p in parts if p) + "\n"
 
@@ -67,16 +68,35 @@ def _latency(r: dict) -> str:
     text = "## Latency\n\n" + table(["artifact", "backend", "batch", "threads", "p50 ms", "p90 ms", "p99 ms",
                                      "images/s"], rows)
     if r["latency_ratios"]:
-        ratio_rows = [[x["artifact"], x.get("reference", "baseline_onnx"), x["batch"], x["ratio"], x["speedup"],
-                       f"{x['spread']:.1%}"] for x in r["latency_ratios"]]
+        ratio_rows = [[x["artifact"], x.get("reference", "baseline_onnx"), x.get("backend", "onnxruntime-cpu"),
+                       x["batch"], x["ratio"], x["speedup"], f"{x['spread']:.1%}"] for x in r["latency_ratios"]]
         text += ("\n\nMeasured side by side in one process, interleaved rounds; ratio = median over rounds of "
                  "(artifact p50 / reference p50).\n\n"
-                 + table(["artifact", "reference", "batch", "latency ratio", "speedup", "spread of round ratios"],
+                 + table(["artifact", "reference", "backend", "batch", "latency ratio", "speedup",
+                          "spread of round ratios"],
                          ratio_rows))
+    if "latency_plot" in r["artifacts"]:
+        text += f"\n\n![latency and throughput against batch]({r['artifacts']['latency_plot']})"
     first = r["latency"][0]
     versions = ", ".join(f"{k} {v}" for k, v in first.get("versions", {}).items())
     return text + (f"\n\nWarm-up {first['warmup']}, {first['iterations']} timed runs x {first['repeats']} rounds. "
                    f"{versions}")
+
+
+def _deploy(r: dict) -> str:
+    d = r.get("deploy") or {}
+    if not d.get("variants") and not d.get("engines"):
+        return ""
+    rows = [[name, v["path"], f"{v['accuracy']:.2f}", v["images"], f"{v['max_abs_diff_vs_fp32']:.2e}"]
+            for name, v in d["variants"].items()]
+    text = "## Precision variants\n\n" + table(["artifact", "file", "top-1 % (onnxruntime CPU)", "images",
+                                                "max diff vs FP32"], rows) if rows else ""
+    if d.get("engines"):
+        rows = [[name, e["path"], e["tensorrt"], e["onnx_variant"], f"{e['max_abs_diff_vs_onnxruntime']:.2e}",
+                 f"{e['size_bytes'] / 1e6:.1f} MB"] for name, e in d["engines"].items()]
+        text += ("\n\n" if text else "") + "## TensorRT engines\n\n" + table(
+            ["engine", "file", "TensorRT", "built from", "max diff vs onnxruntime", "size"], rows)
+    return text
 
 
 def _stripe(r: dict) -> str:

@@ -38,6 +38,7 @@ def build_report(recipe: Recipe, recipe_path, out: Path, inputs, baseline, prune
         "artifacts": _artifacts(out, baseline, tuned, exported, profiled),
         "parity": _parity(baseline, exported),
         "stripe": _stripe(exported),
+        "deploy": _deploy(baseline, exported),
         "latency": [s.to_json() for s in profiled.stats],
         "latency_ratios": list(profiled.ratios),
         "gates": gates,
@@ -97,11 +98,17 @@ def _artifacts(out: Path, baseline, tuned, exported, profiled) -> dict:
     if exported.stripe is not None:
         paths["stripe_onnx"] = exported.stripe.path
         paths["stripe_layers"] = exported.stripe.path.parent / "stripe_layers.json"
+    for name, artifact in _deployables(baseline, exported).items():
+        paths[name] = artifact.path
+        if hasattr(artifact, "log"):
+            paths[f"{name}_build_log"] = artifact.log
     paths["pruned_state_dict"] = tuned.files["state_dict"]
     paths["pruning_history"] = tuned.files["history"]
     paths["widths"] = out / "pruned" / "widths.json"
     if profiled.stats:
         paths["latency"] = out / "profile" / "latency.json"
+        if (out / "profile" / "latency.png").is_file():
+            paths["latency_plot"] = out / "profile" / "latency.png"
     return {name: str(Path(p).resolve().relative_to(out.resolve())) for name, p in paths.items()}
 
 
@@ -113,7 +120,31 @@ def _parity(baseline, exported) -> dict:
         found["pruned_onnx"] = exported.onnx.max_abs_diff
     if exported.stripe is not None:
         found["stripe_onnx"] = exported.stripe.max_abs_diff
+    for name, artifact in _deployables(baseline, exported).items():
+        found[name] = artifact.max_abs_diff  # variants: vs the FP32 ONNX; engines: vs onnxruntime
     return found
+
+
+def _deployables(baseline, exported) -> dict:
+    """Precision variants (``baseline_int8``, ``pruned_fp16``, ...) and engines (``pruned_fp16_engine``)."""
+    found = {f"baseline_{p}": v for p, v in baseline.variants.items()}
+    found.update({f"pruned_{p}": v for p, v in exported.variants.items()})
+    found.update({f"baseline_{p}_engine": e for p, e in baseline.engines.items()})
+    found.update({f"pruned_{p}_engine": e for p, e in exported.engines.items()})
+    return found
+
+
+def _deploy(baseline, exported) -> dict:
+    """Per precision: top-1 of the baseline and pruned variants on onnxruntime CPU, and the engines."""
+    variants = {}
+    for name, v in _deployables(baseline, exported).items():
+        if not name.endswith("_engine"):
+            variants[name] = v.to_json()
+    return {"variants": variants,
+            "engines": {name: e.to_json() for name, e in _deployables(baseline, exported).items()
+                        if name.endswith("_engine")},
+            "note": "variant accuracy is top-1 on the test split computed by onnxruntime CPU; variant parity is "
+                    "against the FP32 ONNX file, engine parity against onnxruntime on the same images"}
 
 
 def _stripe(exported) -> dict | None:

@@ -93,6 +93,17 @@ CASES = {
     "empty zip": (lambda t: (QUICKSTART, [f"data.test={{format: imagefolder, path: {_empty_zip(t)}}}"], []),
                   "data.test"),
     "zero batch size": (lambda t: (QUICKSTART, ["data.batch_size=0"], []), "data.batch_size"),
+    "tensorrt asked without tensorrt": (lambda t: (QUICKSTART, ["export.tensorrt.enabled=true"], []),
+                                        "pip install 'compressor[trt]'"),
+    "gpu backend without onnxruntime-gpu": (lambda t: (QUICKSTART, ["profile.enabled=true",
+                                                                   "profile.backends=[onnxruntime-cuda]"], []),
+                                            "onnxruntime-gpu"),
+    "unknown latency backend": (lambda t: (QUICKSTART, ["profile.backends=[onnxruntime-gpu]"], []),
+                                "profile.backends"),
+    "tensorrt backend without engines": (lambda t: (QUICKSTART, ["profile.backends=[tensorrt]"], []),
+                                         "export.tensorrt.enabled: true"),
+    "latency gate on an unprofiled backend": (lambda t: (QUICKSTART, ["gates.max_latency_ms=[{batch: 1, p50_ms: 5, "
+                                                                      "backend: torch-cpu}]"], []), "not in profile.backends"),
     "out dir not empty": (lambda t: (QUICKSTART, [], ["--out", str(_nonempty(t))]), "not empty"),
     "out dir unwritable": (lambda t: (QUICKSTART, [], ["--out", str(_write(t / "file", b"x") / "run")]), "--out"),
 }
@@ -232,3 +243,15 @@ def test_resume_with_a_truncated_training_checkpoint_names_it(tmp_path):
     lines = [line for line in result.output.splitlines() if line.startswith("error")]
     assert len(lines) == 1 and "finetune.ckpt.pt: cannot read this training checkpoint" in lines[0], result.output
     assert not (out / "report.json").exists()
+
+
+def test_a_recipe_needing_tensorrt_fails_before_any_work(tmp_path):
+    import time
+
+    start = time.perf_counter()
+    result = CliRunner().invoke(app, ["run", str(QUICKSTART), "--out", str(tmp_path / "run"),
+                                      "--set", "export.tensorrt.enabled=true"])
+    elapsed = time.perf_counter() - start
+    assert result.exit_code == 2 and "compressor[trt]" in result.output, result.output
+    assert elapsed < 3.0, f"took {elapsed:.1f} s: the check must come before loading data and models"
+    assert not (tmp_path / "run").exists()

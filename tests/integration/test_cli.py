@@ -114,3 +114,30 @@ def test_run_without_export_or_profiling_still_reports(tmp_path, switch):
         assert (out / "export" / "model.onnx").is_file() and "ONNX" in report["reduction"]["counted_on"]
     groups = json.loads((out / "pruned" / "groups.json").read_text())["pruned"]
     assert report["pruning"]["groups_pruned"] == sum(g["kept"] < g["channels"] for g in groups) == 5  # one keeps all
+
+
+def test_precision_variants_and_every_cpu_backend_in_one_run(tmp_path):
+    out = tmp_path / "run"
+    result = invoke("run", str(QUICKSTART), "--out", str(out),
+                    overrides=SMALL + ["export.precisions=[int8, fp16]", "export.int8.calibration_images=64",
+                                       "profile.backends=[onnxruntime-cpu, torch-cpu]",
+                                       "gates.max_latency_ms=[{batch: 4, p50_ms: 1000, artifact: pruned_int8}]"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    variants = report["deploy"]["variants"]
+    assert set(variants) == {"baseline_int8", "baseline_fp16", "pruned_int8", "pruned_fp16"}
+    assert abs(variants["pruned_fp16"]["accuracy"] - report["pruned"]["accuracy"]) <= 1.0  # same network, fp16
+    assert abs(variants["pruned_int8"]["accuracy"] - report["pruned"]["accuracy"]) <= 5.0  # calibrated int8
+    assert (out / "export" / "model.int8.onnx").is_file() and (out / "baseline" / "model.fp16.onnx").is_file()
+    rows = {(r["artifact"], r["backend"]) for r in report["latency"]}
+    assert ("pruned_int8", "onnxruntime-cpu") in rows and ("pruned_torch", "torch-cpu") in rows
+    pairs = {(r["artifact"], r["reference"], r["backend"]) for r in report["latency_ratios"]}
+    assert ("pruned_int8", "baseline_int8", "onnxruntime-cpu") in pairs
+    assert ("pruned_int8", "baseline_onnx", "onnxruntime-cpu") in pairs
+    assert ("pruned_torch", "baseline_torch", "torch-cpu") in pairs
+    gate = next(g for g in report["gates"] if g["name"].startswith("max_latency_ms"))
+    assert gate["name"] == "max_latency_ms[pruned_int8, onnxruntime-cpu, batch 4]" and gate["passed"]
+    png = out / report["artifacts"]["latency_plot"]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = (out / "report.md").read_text()
+    assert "## Precision variants" in text and "](profile/latency.png)" in text

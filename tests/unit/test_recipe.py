@@ -219,3 +219,12 @@ def test_stripe_export_options_are_checked():
         load_recipe(QUICKSTART, ["export.onnx=false", "export.stripe.enabled=true"])
     with pytest.raises(RecipeError, match="export.stripe.form"):
         load_recipe(QUICKSTART, ["export.stripe.form=sparse"])
+
+
+def test_recipe_backends_are_the_profilers_backends():
+    import typing
+
+    from compressor.profiling.backends import BACKENDS
+    from compressor.recipe import Backend
+
+    assert set(typing.get_args(Backend)) == set(BACKENDS)

@@ -13,8 +13,10 @@ def results(pruned_acc=88.5, parity=1e-6, p50=2.0):
     tuned = NS(test=NS(accuracy=pruned_acc, images=100))
     exported = NS(onnx=NS(macs=40, max_abs_diff=parity), macs_torch=41, stripe=None)
     stats = NS(artifact="pruned_onnx", backend="onnxruntime-cpu", batch=1, p50_ms=p50, repeats=3, iterations=10,
-               threads=1, round_p50_ms=(1.9, 2.0, 2.1))
-    return baseline, tuned, exported, NS(stats=(stats,))
+               threads=1, device="cpu", round_p50_ms=(p50 - 0.1, p50, p50 + 0.1))
+    int8 = NS(artifact="pruned_int8", backend="onnxruntime-cpu", batch=1, p50_ms=1.2, repeats=3, iterations=10,
+              threads=1, device="cpu", round_p50_ms=(1.0, 1.2, 3.0))
+    return baseline, tuned, exported, NS(stats=(stats, int8))
 
 
 def by_name(rows):
@@ -68,3 +70,13 @@ def test_markdown_shows_verdict_gates_and_widths():
     }
     text = render_markdown(report)
     assert "(FAILED)" in text and "**FAIL**" in text and "16 -> 8" in text and "-5.00" in text
+
+
+def test_latency_gate_on_another_artifact_uses_the_median_round_and_flags_noise():
+    cfg = GatesConfig(max_latency_ms=[{"batch": 1, "p50_ms": 1.5, "artifact": "pruned_int8"},
+                                      {"batch": 1, "p50_ms": 3.0}])
+    rows = by_name(evaluate_gates(cfg, ExportConfig(), *results()))
+    int8 = rows["max_latency_ms[pruned_int8, onnxruntime-cpu, batch 1]"]
+    assert int8["value"] == 1.2 and int8["passed"] and "MARGINAL" in int8["detail"]  # rounds spread 1.0..3.0
+    clear = rows["max_latency_ms[onnxruntime-cpu, batch 1]"]
+    assert clear["passed"] and "MARGINAL" not in clear["detail"]

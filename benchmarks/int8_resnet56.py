@@ -1,0 +1,54 @@
+"""INT8 (QDQ) and pruning on ResNet-56, onnxruntime CPU: latency ratios and top-1 of four files.
+
+Runs ``recipes/resnet56_cifar10_l1.yaml`` through the pipeline from the akamaster ResNet-56: L1 filter
+pruning to 50% of the MACs (block-internal channels, least-squares compensation, no fine-tuning), then the
+FP32 and the symmetric QDQ INT8 ONNX files of the baseline and the pruned model (INT8 calibrated on 512
+images of ``cifar10-jpg/train.zip``). Top-1 of every file is computed by onnxruntime CPU on the exact first
+1,017 CIFAR-10 test images; latency at batch 1 and 32, one thread, all four files interleaved in one process.
+
+    .venv/bin/python benchmarks/int8_resnet56.py [--data ../shared/data] [--out runs/int8_resnet56] [--residual internal]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from compressor.pipeline import run
+from compressor.recipe import load_recipe
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=Path(os.environ.get("COMPRESSOR_SHARED_DATA", "../shared/data")))
+    parser.add_argument("--out", type=Path, default=REPO / "runs" / "int8_resnet56")
+    parser.add_argument("--residual", choices=["internal", "coupled"], default="internal")
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args()
+    checkpoint = sorted((args.data / "checkpoints" / "akamaster").glob("resnet56-*.th"))[0]
+    overrides = [
+        f"model.checkpoint={checkpoint}",
+        f"data.train={{format: imagefolder, path: {args.data / 'cifar10-jpg' / 'train.zip'}, subset: 3000}}",
+        f"data.test={{format: npz, path: {args.data / 'cifar10-exact' / 'test_first1017.npz'}, "
+        "labels_key: labels_all10000}", "data.val_split=500",
+        f"pruning.residual={args.residual}", "pruning.round_to=8", "pruning.compensation=least_squares",
+        "export.precisions=[int8]", "export.int8.calibration_images=512", "finetune.epochs=0",
+        "profile.batch_sizes=[1, 32]", "profile.threads=1", f"profile.repeats={args.repeats}", "gates={}",
+    ]
+    recipe = load_recipe(REPO / "recipes" / "resnet56_cifar10_l1.yaml", overrides)
+    report = run(recipe, args.out, overwrite=True).report
+    top1 = {"baseline_onnx": report["baseline"]["accuracy"], "pruned_onnx": report["pruned"]["accuracy"],
+            **{k: v["accuracy"] for k, v in report["deploy"]["variants"].items()}}
+    macs = {"baseline": report["baseline"]["macs"], "pruned": report["pruned"]["macs"]}
+    p50 = {(s["artifact"], s["batch"]): s["p50_ms"] for s in report["latency"]}
+    ratios = [{k: r[k] for k in ("artifact", "reference", "batch", "ratio", "spread")} for r in report["latency_ratios"]]
+    print(json.dumps({"top1": top1, "macs": macs, "p50_ms": {f"{a} b{b}": v for (a, b), v in p50.items()},
+                      "ratios": ratios}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
