@@ -68,12 +68,19 @@ def check_run_dir(out: Path, overwrite: bool) -> None:
         raise OutputDirError(f"--out {out}: no permission to write in {ancestor}; choose a writable folder")
 
 
-def prepare_run_dir(out: Path, overwrite: bool) -> Path:
-    """Create the run folder (after :func:`check_run_dir`); with ``overwrite``, drop an earlier run's markers."""
+def prepare_run_dir(out: Path, overwrite: bool, resume: bool = False) -> Path:
+    """Create the run folder (after :func:`check_run_dir`); with ``overwrite``, drop an earlier run's markers,
+    and unless resuming also its stage records and training checkpoints (a new run must not continue them)."""
+    import shutil
+
     out = Path(out)
-    check_run_dir(out, overwrite)
+    check_run_dir(out, overwrite or resume)
     for stale in ("report.json", "report.md", "status.json"):
         (out / stale).unlink(missing_ok=True)
+    if not resume:
+        shutil.rmtree(out / ".stages", ignore_errors=True)
+        for checkpoint in ("pruned/method.ckpt.pt", "pruned/finetune.ckpt.pt"):
+            (out / checkpoint).unlink(missing_ok=True)
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"

@@ -33,9 +33,13 @@ class Ledger:
         self.folder = Path(out) / STAGES_DIR
         self.resume, self.write = resume, write
         self.completed: list[str] = []
+        self._gap = False  # a stage ran anew: the records after it describe another run's network
 
     def has(self, name: str) -> bool:
-        return self.resume and (self.folder / f"{name}.pt").is_file()
+        """Recorded before the resume, and every stage before it was too."""
+        if not self._gap and not (self.resume and (self.folder / f"{name}.pt").is_file()):
+            self._gap = True
+        return not self._gap
 
     def recorded(self, name: str) -> dict | None:
         """The record of a stage finished before the resume, or None (then the stage runs)."""

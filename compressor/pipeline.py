@@ -25,6 +25,10 @@ from ._io import write_json, write_text
 from .progress import log, stage
 from .recipe import Recipe, dump_recipe
 
+STAGE_CHECKPOINTS = {"prune": ("pruned/method.ckpt.pt",), "finetune": ("pruned/finetune.ckpt.pt",)}
+LATER_CHECKPOINTS = {"baseline": ("pruned/method.ckpt.pt", "pruned/finetune.ckpt.pt"),
+                     "prune": ("pruned/finetune.ckpt.pt",)}
+
 
 @dataclass(frozen=True)
 class RunResult:
@@ -40,8 +44,8 @@ def run(recipe: Recipe, out_dir: Path, recipe_path: Path | None = None, overwrit
     from .training import distributed
 
     device = distributed.setup(environment.resolve_device(recipe.device))
-    try:
-        return _run(recipe, Path(out_dir), recipe_path, overwrite, resume, device)
+    try:  # absolute: recorded stage results stay valid when --resume is run from another directory
+        return _run(recipe, Path(out_dir).resolve(), recipe_path, overwrite, resume, device)
     finally:
         distributed.shutdown()
 
@@ -64,7 +68,7 @@ def _run(recipe: Recipe, out_dir: Path, recipe_path, overwrite: bool, resume: bo
     timings: dict[str, float] = {"load": t["seconds"]}
 
     def start_folder() -> None:
-        out = environment.prepare_run_dir(out_dir, overwrite or resume)
+        out = environment.prepare_run_dir(out_dir, overwrite, resume)
         if not resume:
             write_text(out / "recipe.resolved.yaml", dump_recipe(recipe))
             write_json(out / "env.json", environment.describe(device, recipe_path))
@@ -93,11 +97,15 @@ def _stages(recipe: Recipe, inputs, out: Path, device: torch.device, timings: di
             log(f"[{name}] done before the resume ({record['seconds']:.1f} s)")
             timings[name] = record["seconds"]
             return record["result"], record["model"]
+        for later in LATER_CHECKPOINTS.get(name, ()):  # this stage runs anew: later stages' epochs are stale
+            (out / later).unlink(missing_ok=True)
         with stage(name) as t:
             result = fn(*args)
             t["note"] = getattr(result, "summary", "")
         timings[name] = round(t["seconds"], 3)
         ledger.record(name, result, timings[name], model)
+        for own in STAGE_CHECKPOINTS.get(name, ()):  # recorded: its epoch checkpoint is no longer needed
+            (out / own).unlink(missing_ok=True)
         return result, None
 
     main, on_main = distributed.is_main(), distributed.on_main
@@ -173,6 +181,10 @@ def resume_run(run_dir: Path) -> RunResult:
     recipe = resumable_recipe(run_dir)
     status = run_dir / "status.json"
     if (run_dir / "report.json").is_file() and status.is_file() and json.loads(status.read_text()).get("status") == "complete":
+        from .progress import secondary_rank
+
+        if secondary_rank():  # under torchrun, rank 0 reports
+            return None
         log(f"compress run --resume {run_dir}: the run had finished; nothing to do")
         report = json.loads((run_dir / "report.json").read_text())
         return RunResult(out_dir=run_dir, report=report, passed=report["passed"])

@@ -250,6 +250,7 @@ class TensorRTConfig(StrictModel):
 
     @model_validator(mode="after")
     def _batches(self) -> "TensorRTConfig":
+        _unique(self.precisions, "precisions")
         if self.opt_batch and self.max_batch and self.opt_batch > self.max_batch:
             raise ValueError(f"opt_batch ({self.opt_batch}) must not exceed max_batch ({self.max_batch})")
         return self
@@ -267,6 +268,11 @@ class ExportConfig(StrictModel):
     parity_tolerance: Annotated[float, Field(gt=0)] = Field(
         1e-4, description="Largest allowed |PyTorch - onnxruntime| on the logits; above it the parity gate fails.")
     parity_images: PositiveInt = 32
+
+    @model_validator(mode="after")
+    def _distinct(self) -> "ExportConfig":
+        _unique(self.precisions, "precisions")
+        return self
 
 
 Backend = Literal["onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt", "torch-cpu", "torch-cuda",
@@ -288,6 +294,11 @@ class ProfileConfig(StrictModel):
     iterations: PositiveInt = Field(50, description="Timed runs per artifact, batch and round.")
     repeats: PositiveInt = Field(5, description="Interleaved rounds (baseline, pruned, baseline, ...).")
 
+    @model_validator(mode="after")
+    def _distinct(self) -> "ProfileConfig":
+        _unique(self.backends, "backends")
+        return self
+
 
 # ------------------------------------------------------------------------------------------------ gates
 class LatencyGate(StrictModel):
@@ -303,9 +314,19 @@ class GatesConfig(StrictModel):
         None, description="Largest allowed top-1 drop (baseline - pruned) in points on the test split.")
     min_macs_reduction_pct: Annotated[float, Field(ge=0, le=100)] | None = None
     max_latency_ms: list[LatencyGate] = Field(default_factory=list)
+    max_variant_accuracy_drop: Annotated[float, Field(ge=0)] | None = Field(
+        None, description="Largest allowed top-1 drop of each pruned precision variant (export.precisions, on "
+        "onnxruntime CPU) below the pruned FP32 model, in points.")
 
 
 # ----------------------------------------------------------------------------------------------- recipe
+def _unique(values: list, field: str) -> list:
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    if repeated:
+        raise ValueError(f"{field}: {', '.join(map(str, repeated))} listed more than once")
+    return values
+
+
 class Recipe(StrictModel):
     version: Literal[1] = 1
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Used in the default run folder name.")
@@ -334,7 +355,12 @@ class Recipe(StrictModel):
         if "tensorrt" in self.profile.backends and not self.export.tensorrt.enabled:
             raise ValueError("profile.backends: tensorrt times the engines of export.tensorrt; set "
                              "export.tensorrt.enabled: true or drop tensorrt from profile.backends")
+        self._check_tensorrt_batches()
         for gate in self.gates.max_latency_ms:
+            produced = self._gateable(gate.backend)
+            if gate.artifact not in produced:
+                raise ValueError(f"gates.max_latency_ms: artifact {gate.artifact} is not measured on {gate.backend} by "
+                                 f"this recipe" + did_you_mean(gate.artifact, produced))
             if gate.backend not in self.profile.backends:
                 raise ValueError(f"gates.max_latency_ms: backend {gate.backend} is not in profile.backends "
                                  f"{self.profile.backends}; add it there so that it is measured")
@@ -345,6 +371,25 @@ class Recipe(StrictModel):
                 raise ValueError(f"gates.max_latency_ms: batch {gate.batch} is not profiled; "
                                  f"add it to profile.batch_sizes {list(self.profile.batch_sizes)}")
         return self
+
+    def _gateable(self, backend: str) -> set[str]:
+        """The artifacts a latency gate can name on ``backend``, given what this recipe exports."""
+        if backend.startswith("onnxruntime"):
+            return {"pruned_onnx", "stripe_onnx", *(f"pruned_{p}" for p in self.export.precisions)}
+        if backend.startswith("torch"):
+            return {"pruned_torch"}
+        return {f"pruned_{p}_engine" for p in self.export.tensorrt.precisions} if self.export.tensorrt.enabled else set()
+
+    def _check_tensorrt_batches(self) -> None:
+        trt, largest = self.export.tensorrt, max(self.profile.batch_sizes)
+        if not trt.enabled:
+            return
+        if trt.max_batch is not None and "tensorrt" in self.profile.backends and trt.max_batch < largest:
+            raise ValueError(f"export.tensorrt.max_batch ({trt.max_batch}) is below the largest profiled batch "
+                             f"({largest}); raise it or drop that batch from profile.batch_sizes")
+        if trt.opt_batch is not None and trt.opt_batch > (trt.max_batch or largest):
+            raise ValueError(f"export.tensorrt.opt_batch ({trt.opt_batch}) exceeds the engines' max batch "
+                             f"({trt.max_batch or largest}); lower it or set export.tensorrt.max_batch")
 
 
 # ------------------------------------------------------------------------------------------- loading

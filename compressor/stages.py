@@ -212,8 +212,7 @@ def train_with_masks(recipe: Recipe, inputs: Inputs, model: nn.Module, method, d
     options = LoopOptions(checkpoint=checkpoint, seed=recipe.seed, name=f"{method.name} training",
                           teacher=inputs.model if recipe.finetune.distill is not None else None)
     train(model, inputs.loaders.train, inputs.loaders.val, tune, device, hooks=method, keep_best=False, options=options)
-    method.finish(model)
-    checkpoint.unlink(missing_ok=True)
+    method.finish(model)  # the checkpoint goes once the prune stage is recorded (pipeline)
     masked = copy.deepcopy(model)
     if hasattr(method, "masks"):
         method.masks.release()
@@ -231,6 +230,7 @@ def _prune_layerwise(recipe: Recipe, inputs: Inputs, model: nn.Module, method, c
     """HRank's schedule: scores once, then one group at a time in model order, fine-tuning after each."""
     from .progress import log
     from .surgery import carry_out, decide, summarize
+    from .training import LoopOptions
     from .training import finetune as train
 
     cfg = recipe.pruning
@@ -245,7 +245,9 @@ def _prune_layerwise(recipe: Recipe, inputs: Inputs, model: nn.Module, method, c
         done.append(compensation)
         log(f"  layerwise {step}/{len(keys)}: {key} loses {len(decision.chosen[key])} channels")
         if cfg.layerwise_epochs:
-            train(model, inputs.loaders.train, inputs.loaders.val, tune, device)
+            options = LoopOptions(seed=recipe.seed, name=f"layerwise {step}",
+                                  teacher=inputs.model if recipe.finetune.distill is not None else None)
+            train(model, inputs.loaders.train, inputs.loaders.val, tune, device, options=options)
     return summarize(model, decision, cfg, history, done)
 
 
@@ -289,7 +291,6 @@ def finetune(recipe: Recipe, inputs: Inputs, model: nn.Module, pruned: Pruned | 
                                           "distill": recipe.finetune.distill and recipe.finetune.distill.model_dump(),
                                           "epochs": [vars(e) for e in result.epochs]})
     files = save_model(recipe, inputs, model, pruned.surgery.history, folder)
-    checkpoint.unlink(missing_ok=True)  # the final model is saved; the epoch state is no longer needed
     return Tuned(result=result, test=test, val=val, files=files)
 
 
@@ -432,10 +433,15 @@ def profile(recipe: Recipe, baseline_result: Baseline, exported: Exported, folde
         return Profiled(stats=(), ratios=())
     from .profiling.latency import measure, write_profile
 
-    runners = _runners(recipe, baseline_result, exported, models, input_shape, device)
-    stats = measure(runners, cfg.batch_sizes, cfg.warmup, cfg.iterations, cfg.repeats)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads or threads)  # torch-cpu rows at the same thread count as onnxruntime's
+    try:
+        runners = _runners(recipe, baseline_result, exported, models, input_shape, device)
+        stats = measure(runners, cfg.batch_sizes, cfg.warmup, cfg.iterations, cfg.repeats)
+    finally:
+        torch.set_num_threads(threads)
     ratios = _pipeline_ratios(stats)
-    write_profile(stats, folder, title=f"{recipe.name}: baseline vs pruned")
+    write_profile(stats, folder, title=f"{recipe.name}: baseline vs pruned", ratios=ratios)
     return Profiled(stats=tuple(stats), ratios=tuple(ratios))
 
 

@@ -212,7 +212,8 @@ def environment(stats: Sequence[LatencyStats]) -> dict:
             "platform": platform.platform(), "versions": versions}
 
 
-def write_profile(stats: list[LatencyStats], out_dir: Path, title: str = "") -> dict[str, Path | str]:
+def write_profile(stats: list[LatencyStats], out_dir: Path, title: str = "",
+                  ratios: list[dict] | None = None) -> dict[str, Path | str]:
     """``out_dir/latency.json`` (stats, ratios, environment) and ``out_dir/latency.png``.
 
     Returns name -> path; without matplotlib the plot is left out and ``"png"`` holds the reason instead.
@@ -222,7 +223,7 @@ def write_profile(stats: list[LatencyStats], out_dir: Path, title: str = "") -> 
 
     out_dir = Path(out_dir)
     created = not out_dir.exists()
-    data = {"stats": [s.to_json() for s in stats], "ratios": ratios_per_backend(stats),
+    data = {"stats": [s.to_json() for s in stats], "ratios": ratios if ratios is not None else ratios_per_backend(stats),
             "environment": environment(stats)}
     written: dict[str, Path | str] = {}
     try:

@@ -26,6 +26,13 @@ def evaluate_gates(cfg: GatesConfig, export_cfg: ExportConfig, baseline, tuned, 
                          value >= cfg.min_macs_reduction_pct, f"MACs counted on {source}"))
     for limit in cfg.max_latency_ms:
         rows.append(_latency_gate(limit, profiled))
+    if cfg.max_variant_accuracy_drop is not None:
+        for precision, variant in exported.variants.items():
+            drop = tuned.test.accuracy - variant.accuracy
+            rows.append(gate(f"max_variant_accuracy_drop[{precision}]", cfg.max_variant_accuracy_drop, round(drop, 4),
+                             drop <= cfg.max_variant_accuracy_drop,
+                             f"pruned top-1 {tuned.test.accuracy:.2f}% (PyTorch) -> {variant.accuracy:.2f}% "
+                             f"({variant.path.name}, onnxruntime CPU, {variant.images} images)"))
     return rows
 
 

@@ -11,6 +11,7 @@ single-process path is the same code.
 
 from __future__ import annotations
 
+import datetime
 import os
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -63,7 +64,11 @@ def setup(device: torch.device) -> torch.device:
         local = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local)
         device = torch.device("cuda", local)
-    torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    # Rank 0 works alone for long stretches (baseline, pruning decision, a training-time method's mask
+    # training) while the others wait in a broadcast: the default 10 min (nccl) / 30 min (gloo) would abort them.
+    minutes = int(os.environ.get("COMPRESSOR_DIST_TIMEOUT_MIN", "1440"))
+    torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                                         timeout=datetime.timedelta(minutes=minutes))
     return device
 
 
@@ -83,7 +88,9 @@ def broadcast(obj: Any) -> Any:
 
 def on_main(fn: Callable[[], T]) -> T | None:
     """Run ``fn`` on rank 0 only, as if it were a single process (no collectives inside); its failure is
-    re-raised on every rank (nobody waits for a dead rank 0). Returns ``fn()``'s result on rank 0, else None."""
+    re-raised on every rank, so the others exit with rank 0's error instead of waiting. Returns ``fn()``'s
+    result on rank 0, else None. (A failure outside ``on_main`` on one rank only is ended by torchrun, which
+    stops the other workers.)"""
     global _suspended
     if not active():
         return fn()
@@ -133,11 +140,12 @@ def shard_train_loader(loader, seed: int):
     from .checkpoint import derive_seed
 
     check_batch(loader.batch_size)
+    per_rank = loader.batch_size // world_size()
     sampler = DistributedSampler(loader.dataset, num_replicas=world_size(), rank=rank(), shuffle=True,
-                                 seed=derive_seed(seed, "shard") % 2**31, drop_last=loader.drop_last)
-    return DataLoader(loader.dataset, batch_size=loader.batch_size // world_size(), sampler=sampler,
-                      num_workers=loader.num_workers, worker_init_fn=loader.worker_init_fn,
-                      drop_last=loader.drop_last)
+                                 seed=derive_seed(seed, "shard") % 2**31)
+    lone_last = len(sampler) > per_rank and len(sampler) % per_rank == 1  # BatchNorm cannot train on one image
+    return DataLoader(loader.dataset, batch_size=per_rank, sampler=sampler, num_workers=loader.num_workers,
+                      worker_init_fn=loader.worker_init_fn, drop_last=lone_last)
 
 
 def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:

@@ -218,6 +218,7 @@ def _train_epoch(net, model, train_loader, val_loader, optimizer, scheduler, cfg
             bar.advance(f"loss {loss_sum / seen:.3f}")
     hooks.end_epoch(model, epoch)
     distributed.sync_buffers(model)
+    _check_weights(model, epoch, options)
     loss_sum, correct, seen = distributed.all_reduce_sum([loss_sum, correct, seen], device)
     val = evaluate_sharded(model, val_loader, device, description="validate")
     return EpochLog(epoch=epoch, lr=lr, train_loss=loss_sum / max(1, seen), train_accuracy=100.0 * correct / max(1, seen),
@@ -238,6 +239,17 @@ def training_loss(logits: torch.Tensor, images: torch.Tensor, labels: torch.Tens
     return (1 - cfg.distill.weight) * loss + cfg.distill.weight * kd
 
 
+def _check_weights(model: nn.Module, epoch: int, options: LoopOptions) -> None:
+    """A finite loss can still leave non-finite weights (an overflowing last step): never checkpoint them.
+    Every rank holds the same weights (DDP), so every rank raises together."""
+    bad = [name for name, p in model.state_dict().items() if p.is_floating_point() and not torch.isfinite(p).all()]
+    if bad:
+        kept = (f"the last good checkpoint (epoch {epoch - 1}) is {options.checkpoint}"
+                if options.checkpoint is not None and epoch > 1 else "no earlier epoch checkpoint exists")
+        raise TrainingDiverged(f"{options.name}: non-finite weights after epoch {epoch} (first: {bad[0]}); {kept}. "
+                               "Lower finetune.lr (or raise finetune.warmup_epochs) and run again")
+
+
 def _check_finite(loss: torch.Tensor, epoch: int, step: int, options: LoopOptions, device: torch.device) -> None:
     """Stop on a NaN/inf loss (on every rank at once), naming the epoch, step and the last good checkpoint."""
     bad = not torch.isfinite(loss.detach()).item()
@@ -246,7 +258,7 @@ def _check_finite(loss: torch.Tensor, epoch: int, step: int, options: LoopOption
     if not bad:
         return
     kept = (f"the last good checkpoint (epoch {epoch - 1}) is {options.checkpoint}"
-            if options.checkpoint is not None and epoch > 1 else "no epoch had finished, so no checkpoint was kept")
+            if options.checkpoint is not None and epoch > 1 else "no earlier epoch checkpoint exists")
     raise TrainingDiverged(f"{options.name}: the loss became {loss.item()} at epoch {epoch}, step {step}; {kept}. "
                            "Lower finetune.lr (or raise finetune.warmup_epochs) and run again")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -228,3 +229,19 @@ def test_recipe_backends_are_the_profilers_backends():
     from compressor.recipe import Backend
 
     assert set(typing.get_args(Backend)) == set(BACKENDS)
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    (["gates.max_latency_ms=[{batch: 1, p50_ms: 5, artifact: pruned_int8}]"], "pruned_int8 is not measured"),
+    (["export.precisions=[int8, int8]"], "int8 listed more than once"),
+    (["profile.backends=[torch-cpu, torch-cpu]"], "torch-cpu listed more than once"),
+    (["export.tensorrt.enabled=true", "export.tensorrt.opt_batch=64"], "opt_batch (64) exceeds"),
+    (["export.tensorrt.enabled=true", "export.tensorrt.max_batch=8", "profile.backends=[tensorrt]"],
+     "max_batch (8) is below"),
+], ids=["gate on an artifact not exported", "duplicate precision", "duplicate backend", "opt over max",
+        "engine batch too small"])
+def test_deployment_settings_are_checked_together(overrides, expected):
+    from compressor.errors import RecipeError
+
+    with pytest.raises(RecipeError, match=re.escape(expected)):
+        load_recipe(QUICKSTART, overrides)

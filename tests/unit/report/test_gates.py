@@ -80,3 +80,15 @@ def test_latency_gate_on_another_artifact_uses_the_median_round_and_flags_noise(
     assert int8["value"] == 1.2 and int8["passed"] and "MARGINAL" in int8["detail"]  # rounds spread 1.0..3.0
     clear = rows["max_latency_ms[onnxruntime-cpu, batch 1]"]
     assert clear["passed"] and "MARGINAL" not in clear["detail"]
+
+
+def test_variant_accuracy_gate_per_precision():
+    from pathlib import Path
+
+    baseline, tuned, exported, profiled = results()
+    exported.variants = {"int8": NS(accuracy=86.0, images=100, path=Path("model.int8.onnx")),
+                         "fp16": NS(accuracy=88.5, images=100, path=Path("model.fp16.onnx"))}
+    rows = by_name(evaluate_gates(GatesConfig(max_variant_accuracy_drop=1.0), ExportConfig(), baseline, tuned,
+                                  exported, profiled))
+    assert not rows["max_variant_accuracy_drop[int8]"]["passed"] and rows["max_variant_accuracy_drop[int8]"]["value"] == 2.5
+    assert rows["max_variant_accuracy_drop[fp16]"]["passed"]

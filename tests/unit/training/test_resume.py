@@ -145,3 +145,44 @@ def test_derived_seeds_are_stable_and_distinct():
     assert derive_seed(0, "finetune", 1, 0) == derive_seed(0, "finetune", 1, 0)
     seeds = {derive_seed(s, loop, e, r) for s in (0, 1) for loop in ("a", "b") for e in (1, 2) for r in (0, 1)}
     assert len(seeds) == 16 and all(0 <= s < 2**63 for s in seeds)
+
+
+def test_non_finite_weights_are_never_checkpointed(tmp_path):
+    class Poison:
+        def frozen(self):
+            return []
+
+        def end_epoch(self, model, epoch):
+            if epoch == 2:
+                with torch.no_grad():
+                    model[0].weight[0, 0, 0, 0] = float("inf")  # as an overflowing last step would leave it
+
+    with pytest.raises(TrainingDiverged, match=r"non-finite weights after epoch 2 \(first: 0.weight\); the last good"):
+        finetune(model(), *loaders(), CFG, CPU, hooks=Poison(), options=LoopOptions(checkpoint=tmp_path / "w.pt"))
+    assert load_checkpoint(tmp_path / "w.pt")["epoch"] == 1
+
+
+def test_overwrite_drops_an_earlier_runs_records_and_checkpoints_but_resume_keeps_them(tmp_path):
+    from compressor.environment import prepare_run_dir
+
+    out = tmp_path / "run"
+    for name in (".stages/prune.pt", "pruned/finetune.ckpt.pt", "pruned/method.ckpt.pt", "report.json"):
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text("x")
+    prepare_run_dir(out, overwrite=False, resume=True)
+    assert (out / ".stages" / "prune.pt").exists() and (out / "pruned" / "finetune.ckpt.pt").exists()
+    assert not (out / "report.json").exists()
+    prepare_run_dir(out, overwrite=True)
+    assert not (out / ".stages").exists() and not list((out / "pruned").glob("*.ckpt.pt"))
+
+
+def test_ledger_ignores_records_after_a_stage_that_runs_again(tmp_path):
+    from compressor.ledger import Ledger
+
+    (tmp_path / ".stages").mkdir()
+    for name in ("baseline", "finetune"):  # prune's record is gone: finetune's describes another network
+        torch.save({"result": None, "seconds": 1.0, "model": None}, tmp_path / ".stages" / f"{name}.pt")
+    ledger = Ledger(tmp_path, resume=True)
+    assert ledger.recorded("baseline") is not None
+    assert ledger.recorded("prune") is None and ledger.recorded("finetune") is None
+    assert not Ledger(tmp_path, resume=False).has("baseline")
