@@ -2,11 +2,12 @@
 
 Runs ``recipes/resnet56_cifar10_l1.yaml`` through the pipeline from the akamaster ResNet-56: L1 filter
 pruning to 50% of the MACs (block-internal channels, least-squares compensation, no fine-tuning), then the
-FP32 and the symmetric QDQ INT8 ONNX files of the baseline and the pruned model (INT8 calibrated on 512
-images of ``cifar10-jpg/train.zip``). Top-1 of every file is computed by onnxruntime CPU on the exact first
+FP32 and the QDQ INT8 ONNX files of the baseline and the pruned model (INT8 calibrated on 512 images of
+``cifar10-jpg/train.zip``; ``--activations uint8``, the default, for onnxruntime CPU's U8S8 kernels, or
+``int8``, symmetric, the file TensorRT takes). Top-1 of every file is computed by onnxruntime CPU on the exact first
 1,017 CIFAR-10 test images; latency at batch 1 and 32, one thread, all four files interleaved in one process.
 
-    .venv/bin/python benchmarks/int8_resnet56.py [--data ../shared/data] [--out runs/int8_resnet56] [--residual internal]
+    .venv/bin/python benchmarks/int8_resnet56.py [--data ../shared/data] [--out runs/int8_resnet56] [--activations uint8|int8]
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "int8_resnet56")
     parser.add_argument("--residual", choices=["internal", "coupled"], default="internal")
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--activations", choices=["int8", "uint8"], default="uint8",
+                        help="uint8: onnxruntime CPU's fast U8S8 path; int8: symmetric, as TensorRT needs")
     args = parser.parse_args()
     checkpoint = sorted((args.data / "checkpoints" / "akamaster").glob("resnet56-*.th"))[0]
     overrides = [
@@ -36,7 +39,8 @@ def main() -> None:
         f"data.test={{format: npz, path: {args.data / 'cifar10-exact' / 'test_first1017.npz'}, "
         "labels_key: labels_all10000}", "data.val_split=500",
         f"pruning.residual={args.residual}", "pruning.round_to=8", "pruning.compensation=least_squares",
-        "export.precisions=[int8]", "export.int8.calibration_images=512", "finetune.epochs=0",
+        "export.precisions=[int8]", "export.int8.calibration_images=512", f"export.int8.activations={args.activations}",
+        "finetune.epochs=0",
         "profile.batch_sizes=[1, 32]", "profile.threads=1", f"profile.repeats={args.repeats}", "gates={}",
     ]
     recipe = load_recipe(REPO / "recipes" / "resnet56_cifar10_l1.yaml", overrides)

@@ -233,6 +233,9 @@ class Int8Config(StrictModel):
     calibration_images: PositiveInt = Field(256, description="Calibration images (the first of the calibration order).")
     method: Literal["minmax", "entropy", "percentile"] = Field("minmax", description="onnxruntime calibration method.")
     per_channel: bool = Field(True, description="One weight scale per output channel.")
+    activations: Literal["int8", "uint8"] = Field(
+        "int8", description="int8: symmetric activations (zero point 0), what TensorRT accepts; uint8: asymmetric, "
+        "onnxruntime CPU's fast U8S8 kernels (x86), not for TensorRT (engines get their own symmetric file).")
 
 
 class TensorRTConfig(StrictModel):

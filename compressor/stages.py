@@ -358,11 +358,18 @@ def export_engines(onnx: OnnxArtifact | None, variants: dict, inputs: Inputs, re
         return {}
     from .export.deploy import build_engines
 
-    def make(precision: str):
-        extra = recipe.model_copy(update={"export": recipe.export.model_copy(update={"precisions": [precision]})})
-        return export_variants(onnx, inputs, extra)[precision].path
+    def make(precision: str) -> Path:  # an ONNX variant only the engine needs; its INT8 is symmetric (TensorRT)
+        from .export.precision import make_variant, to_int8_qdq
 
-    return build_engines(onnx.path, variants, recipe.export.tensorrt, recipe.profile.batch_sizes, inputs.input_shape,
+        if precision != "int8":
+            return make_variant(onnx.path, precision, onnx.path.parent).path
+        cfg = recipe.export.int8
+        loader = inputs.loaders.calibration_loader(cfg.calibration_images)
+        return to_int8_qdq(onnx.path, onnx.path.with_suffix(".int8.tensorrt.onnx"), (x for x, _ in loader),
+                           per_channel=cfg.per_channel, method=cfg.method, activations="int8")
+
+    usable = {p: v for p, v in variants.items() if p != "int8" or recipe.export.int8.activations == "int8"}
+    return build_engines(onnx.path, usable, recipe.export.tensorrt, recipe.profile.batch_sizes, inputs.input_shape,
                          parity_images(inputs, recipe.export.parity_images).numpy(), make)
 
 

@@ -66,7 +66,8 @@ def precision_variants(onnx_path: Path, precisions: Iterable[str], int8_cfg, cal
         start = time.perf_counter()
         if precision == "int8":
             path = to_int8_qdq(onnx_path, onnx_path.with_suffix(".int8.onnx"), calibration(),
-                               per_channel=int8_cfg.per_channel, method=int8_cfg.method)
+                               per_channel=int8_cfg.per_channel, method=int8_cfg.method,
+                               activations=int8_cfg.activations)
         else:
             path = make_variant(onnx_path, precision, onnx_path.parent).path
         accuracy, images = evaluate_onnx(path, test_loader, f"{path.name}: test")

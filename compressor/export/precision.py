@@ -105,11 +105,14 @@ def to_fp16(src: Path, dst: Path) -> Path:
 
 
 def to_int8_qdq(src: Path, dst: Path, calibration: Iterable[np.ndarray | torch.Tensor], per_channel: bool = True,
-                method: str = "minmax") -> Path:
-    """Write an explicitly quantized (QDQ, symmetric INT8) copy of ``src`` to ``dst``, calibrated on ``calibration``.
+                method: str = "minmax", activations: str = "int8") -> Path:
+    """Write an explicitly quantized (QDQ) copy of ``src`` to ``dst``, calibrated on ``calibration``.
 
     ``calibration`` yields N x C x H x W float batches (numpy arrays or torch tensors, already normalised like
     the model's inputs); it is read once, batch by batch. ``method`` is ``minmax``, ``entropy`` or ``percentile``.
+    ``activations``: ``int8`` (symmetric, zero point 0: what TensorRT accepts) or ``uint8`` (asymmetric: the
+    U8S8 kernels onnxruntime CPU runs fastest on x86; measured on ResNet-56, batch 32, 1 thread: uint8 0.56x
+    of FP32, int8 1.5x). Weights are always symmetric INT8.
     """
     try:
         import onnx
@@ -123,14 +126,17 @@ def to_int8_qdq(src: Path, dst: Path, calibration: Iterable[np.ndarray | torch.T
         raise ExportError(f"unknown INT8 calibration method '{method}'" + did_you_mean(method, methods))
     src = Path(src)
     reader = _calibration_reader(src, calibration)
-    options = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False}
+    if activations not in ("int8", "uint8"):
+        raise ExportError(f"INT8 activations must be int8 or uint8, not '{activations}'")
+    options = {"ActivationSymmetric": activations == "int8", "WeightSymmetric": True, "QuantizeBias": False}
     with tempfile.TemporaryDirectory(prefix="compressor-int8-") as tmp_dir:
         prepared, quantized = Path(tmp_dir) / "prepared.onnx", Path(tmp_dir) / "quantized.onnx"
         try:
             with _quiet():
                 quant_pre_process(str(src), str(prepared), skip_optimization=True)
                 quantize_static(str(prepared), str(quantized), reader, quant_format=QuantFormat.QDQ,
-                                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                                activation_type=QuantType.QInt8 if activations == "int8" else QuantType.QUInt8,
+                                weight_type=QuantType.QInt8,
                                 per_channel=per_channel, calibrate_method=methods[method], extra_options=options)
         except ExportError:
             raise

@@ -143,3 +143,20 @@ def test_make_variant(exported, tmp_path):
         make_variant(src, "int8", tmp_path)
     with pytest.raises(ExportError, match="did you mean 'fp16'"):
         make_variant(src, "fp61", tmp_path)
+
+
+def test_uint8_activations_are_asymmetric_and_int8_symmetric(exported, tmp_path):
+    src = exported["PlainNet"]["fp32"]
+    batches = [np.random.default_rng(i).standard_normal((4, *SHAPE)).astype(np.float32) + 1.0 for i in range(3)]
+    for kind, dtype in (("int8", np.int8), ("uint8", np.uint8)):
+        path = to_int8_qdq(src, tmp_path / f"{kind}.onnx", batches, activations=kind)
+        assert np.abs(run_onnx(path, images(8)) - run_onnx(src, images(8))).max() < 0.5
+        model = onnx.load(str(path))
+        inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+        activation_zps = [inits[n.input[2]] for n in model.graph.node if n.op_type == "QuantizeLinear"
+                          and n.input[2] in inits]
+        assert activation_zps and all(zp.dtype == dtype for zp in activation_zps)
+        if kind == "int8":
+            assert all((zp == 0).all() for zp in activation_zps)
+        else:
+            assert any((zp != 0).any() for zp in activation_zps)  # shifted inputs: a real zero point
