@@ -233,9 +233,10 @@ class Int8Config(StrictModel):
     calibration_images: PositiveInt = Field(256, description="Calibration images (the first of the calibration order).")
     method: Literal["minmax", "entropy", "percentile"] = Field("minmax", description="onnxruntime calibration method.")
     per_channel: bool = Field(True, description="One weight scale per output channel.")
-    activations: Literal["int8", "uint8"] = Field(
-        "int8", description="int8: symmetric activations (zero point 0), what TensorRT accepts; uint8: asymmetric, "
-        "onnxruntime CPU's fast U8S8 kernels (x86), not for TensorRT (engines get their own symmetric file).")
+    activations: Literal["uint8", "int8"] = Field(
+        "uint8", description="uint8: asymmetric activations, onnxruntime CPU's fast U8S8 kernels (ResNet-56 here: 0.40x "
+        "of FP32 latency; symmetric int8 ran at 1.3-1.45x); int8: symmetric (zero point 0), the QDQ form TensorRT "
+        "accepts. TensorRT engines always get their own symmetric file.")
 
 
 class TensorRTConfig(StrictModel):
