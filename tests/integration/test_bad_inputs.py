@@ -102,8 +102,11 @@ CASES = {
                                 "profile.backends"),
     "tensorrt backend without engines": (lambda t: (QUICKSTART, ["profile.backends=[tensorrt]"], []),
                                          "export.tensorrt.enabled: true"),
-    "latency gate on an unprofiled backend": (lambda t: (QUICKSTART, ["gates.max_latency_ms=[{batch: 1, p50_ms: 5, "
-                                                                      "backend: torch-cpu}]"], []), "not in profile.backends"),
+    "latency gate on an unprofiled backend": (lambda t: (QUICKSTART, [
+        "gates.max_latency_ms=[{batch: 1, p50_ms: 5, backend: torch-cpu, artifact: pruned_torch}]"], []),
+        "not in profile.backends"),
+    "latency gate on an artifact not exported": (lambda t: (QUICKSTART, [
+        "gates.max_latency_ms=[{batch: 1, p50_ms: 5, artifact: pruned_int8}]"], []), "pruned_int8 is not measured"),
     "out dir not empty": (lambda t: (QUICKSTART, [], ["--out", str(_nonempty(t))]), "not empty"),
     "out dir unwritable": (lambda t: (QUICKSTART, [], ["--out", str(_write(t / "file", b"x") / "run")]), "--out"),
 }
