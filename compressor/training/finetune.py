@@ -200,7 +200,8 @@ def _train_epoch(net, model, train_loader, val_loader, optimizer, scheduler, cfg
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             logits = net(images)
             loss = training_loss(logits, images, labels, cfg, options.teacher)
-            _check_finite(loss, epoch, step + 1, options, device)
+            value = loss.item()  # the one host sync of the step: the NaN check and the running loss both use it
+            _check_finite(value, epoch, step + 1, options, device)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if hasattr(hooks, "before_step"):
@@ -212,7 +213,7 @@ def _train_epoch(net, model, train_loader, val_loader, optimizer, scheduler, cfg
             if hasattr(hooks, "after_step"):
                 hooks.after_step(model)
             scheduler.step()
-            loss_sum += loss.item() * labels.numel()
+            loss_sum += value * labels.numel()
             correct += (logits.argmax(1) == labels).sum().item()
             seen += labels.numel()
             bar.advance(f"loss {loss_sum / seen:.3f}")
@@ -244,23 +245,23 @@ def _check_weights(model: nn.Module, epoch: int, options: LoopOptions) -> None:
     Every rank holds the same weights (DDP), so every rank raises together."""
     bad = [name for name, p in model.state_dict().items() if p.is_floating_point() and not torch.isfinite(p).all()]
     if bad:
-        kept = (f"the last good checkpoint (epoch {epoch - 1}) is {options.checkpoint}"
-                if options.checkpoint is not None and epoch > 1 else "no earlier epoch checkpoint exists")
-        raise TrainingDiverged(f"{options.name}: non-finite weights after epoch {epoch} (first: {bad[0]}); {kept}. "
-                               "Lower finetune.lr (or raise finetune.warmup_epochs) and run again")
+        raise _diverged(options, epoch, f"non-finite weights after epoch {epoch} (first: {bad[0]})")
 
 
-def _check_finite(loss: torch.Tensor, epoch: int, step: int, options: LoopOptions, device: torch.device) -> None:
+def _check_finite(loss: float, epoch: int, step: int, options: LoopOptions, device: torch.device) -> None:
     """Stop on a NaN/inf loss (on every rank at once), naming the epoch, step and the last good checkpoint."""
-    bad = not torch.isfinite(loss.detach()).item()
+    bad = not math.isfinite(loss)
     if distributed.active():
         bad = distributed.all_reduce_sum([float(bad)], device)[0] > 0
-    if not bad:
-        return
+    if bad:
+        raise _diverged(options, epoch, f"the loss became {loss} at epoch {epoch}, step {step}")
+
+
+def _diverged(options: LoopOptions, epoch: int, what: str) -> TrainingDiverged:
     kept = (f"the last good checkpoint (epoch {epoch - 1}) is {options.checkpoint}"
             if options.checkpoint is not None and epoch > 1 else "no earlier epoch checkpoint exists")
-    raise TrainingDiverged(f"{options.name}: the loss became {loss.item()} at epoch {epoch}, step {step}; {kept}. "
-                           "Lower finetune.lr (or raise finetune.warmup_epochs) and run again")
+    return TrainingDiverged(f"{options.name}: {what}; {kept}. Lower finetune.lr (or raise finetune.warmup_epochs) "
+                            "and run again")
 
 
 @torch.no_grad()
