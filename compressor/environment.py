@@ -73,13 +73,15 @@ def prepare_run_dir(out: Path, overwrite: bool, resume: bool = False) -> Path:
     and unless resuming also its stage records and training checkpoints (a new run must not continue them)."""
     import shutil
 
+    from .ledger import CHECKPOINTS, STAGES_DIR
+
     out = Path(out)
     check_run_dir(out, overwrite or resume)
     for stale in ("report.json", "report.md", "status.json"):
         (out / stale).unlink(missing_ok=True)
     if not resume:
-        shutil.rmtree(out / ".stages", ignore_errors=True)
-        for checkpoint in ("pruned/method.ckpt.pt", "pruned/finetune.ckpt.pt"):
+        shutil.rmtree(out / STAGES_DIR, ignore_errors=True)
+        for checkpoint in CHECKPOINTS.values():
             (out / checkpoint).unlink(missing_ok=True)
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,8 @@ from .recipe import Recipe, load_recipe
 
 STAGES_DIR = ".stages"
 RESOLVED = "recipe.resolved.yaml"
+STAGES = ("baseline", "prune", "finetune", "export", "profile")  # the order the pipeline runs them in
+CHECKPOINTS = {"prune": "pruned/method.ckpt.pt", "finetune": "pruned/finetune.ckpt.pt"}  # a stage's epoch state
 
 
 class Ledger:
@@ -33,13 +35,11 @@ class Ledger:
         self.folder = Path(out) / STAGES_DIR
         self.resume, self.write = resume, write
         self.completed: list[str] = []
-        self._gap = False  # a stage ran anew: the records after it describe another run's network
 
     def has(self, name: str) -> bool:
         """Recorded before the resume, and every stage before it was too."""
-        if not self._gap and not (self.resume and (self.folder / f"{name}.pt").is_file()):
-            self._gap = True
-        return not self._gap
+        earlier = STAGES[: STAGES.index(name) + 1]
+        return self.resume and all((self.folder / f"{stage}.pt").is_file() for stage in earlier)
 
     def recorded(self, name: str) -> dict | None:
         """The record of a stage finished before the resume, or None (then the stage runs)."""
@@ -60,8 +60,21 @@ class Ledger:
             return
         state = None if model is None else {k: v.detach().cpu() for k, v in model.state_dict().items()}
         save_torch(self.folder / f"{name}.pt", {"result": _portable(result), "seconds": seconds, "model": state})
+        self._forget_after(name)
         write_json(self.folder.parent / "status.json", {"status": "running", "completed_stages": self.completed,
                                                         "updated": time.strftime("%Y-%m-%dT%H:%M:%S")})
+
+
+    def _forget_after(self, name: str) -> None:
+        """``name`` ran anew: later stages' records and epoch checkpoints describe another network, and its own
+        epoch checkpoint is no longer needed."""
+        run = self.folder.parent
+        for stage in STAGES[STAGES.index(name) + 1:]:
+            (self.folder / f"{stage}.pt").unlink(missing_ok=True)
+            if stage in CHECKPOINTS:
+                (run / CHECKPOINTS[stage]).unlink(missing_ok=True)
+        if name in CHECKPOINTS:
+            (run / CHECKPOINTS[name]).unlink(missing_ok=True)
 
 
 def _portable(result):

@@ -25,10 +25,6 @@ from ._io import write_json, write_text
 from .progress import log, stage
 from .recipe import Recipe, dump_recipe
 
-STAGE_CHECKPOINTS = {"prune": ("pruned/method.ckpt.pt",), "finetune": ("pruned/finetune.ckpt.pt",)}
-LATER_CHECKPOINTS = {"baseline": ("pruned/method.ckpt.pt", "pruned/finetune.ckpt.pt"),
-                     "prune": ("pruned/finetune.ckpt.pt",)}
-
 
 @dataclass(frozen=True)
 class RunResult:
@@ -97,15 +93,11 @@ def _stages(recipe: Recipe, inputs, out: Path, device: torch.device, timings: di
             log(f"[{name}] done before the resume ({record['seconds']:.1f} s)")
             timings[name] = record["seconds"]
             return record["result"], record["model"]
-        for later in LATER_CHECKPOINTS.get(name, ()):  # this stage runs anew: later stages' epochs are stale
-            (out / later).unlink(missing_ok=True)
         with stage(name) as t:
             result = fn(*args)
             t["note"] = getattr(result, "summary", "")
         timings[name] = round(t["seconds"], 3)
-        ledger.record(name, result, timings[name], model)
-        for own in STAGE_CHECKPOINTS.get(name, ()):  # recorded: its epoch checkpoint is no longer needed
-            (out / own).unlink(missing_ok=True)
+        ledger.record(name, result, timings[name], model)  # also drops what later stages left (ledger.py)
         return result, None
 
     main, on_main = distributed.is_main(), distributed.on_main

@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 
 from ._io import write_json
+from .ledger import CHECKPOINTS
 from .recipe import Recipe
 
 
@@ -208,7 +209,7 @@ def train_with_masks(recipe: Recipe, inputs: Inputs, model: nn.Module, method, d
     epochs = method.options.epochs
     tune = recipe.finetune.model_copy(update={"epochs": epochs, "warmup_epochs": min(recipe.finetune.warmup_epochs,
                                                                                        epochs - 1)})
-    checkpoint = folder / "method.ckpt.pt"
+    checkpoint = folder.parent / CHECKPOINTS["prune"]
     options = LoopOptions(checkpoint=checkpoint, seed=recipe.seed, name=f"{method.name} training",
                           teacher=inputs.model if recipe.finetune.distill is not None else None)
     train(model, inputs.loaders.train, inputs.loaders.val, tune, device, hooks=method, keep_best=False, options=options)
@@ -273,7 +274,7 @@ def finetune(recipe: Recipe, inputs: Inputs, model: nn.Module, pruned: Pruned | 
     from .training import LoopOptions, distributed, evaluate
     from .training import finetune as train
 
-    checkpoint = folder / "finetune.ckpt.pt"
+    checkpoint = folder.parent / CHECKPOINTS["finetune"]
     options = LoopOptions(checkpoint=checkpoint, seed=recipe.seed, name="finetune",
                           teacher=inputs.model if recipe.finetune.distill is not None else None)
     hooks = get_method(recipe.method.name).finetune_hooks(model) if recipe.finetune.epochs else None

@@ -186,3 +186,21 @@ def test_ledger_ignores_records_after_a_stage_that_runs_again(tmp_path):
     assert ledger.recorded("baseline") is not None
     assert ledger.recorded("prune") is None and ledger.recorded("finetune") is None
     assert not Ledger(tmp_path, resume=False).has("baseline")
+
+
+def test_a_stage_recorded_anew_drops_what_later_stages_left(tmp_path):
+    from compressor.ledger import Ledger
+
+    stages, pruned = tmp_path / ".stages", tmp_path / "pruned"
+    stages.mkdir()
+    pruned.mkdir()
+    for name in ("baseline", "finetune", "export"):
+        torch.save({"result": None, "seconds": 1.0, "model": None}, stages / f"{name}.pt")
+    for name in ("method", "finetune"):
+        (pruned / f"{name}.ckpt.pt").write_text("x")
+    ledger = Ledger(tmp_path, resume=True)
+    assert ledger.recorded("baseline") is not None and ledger.recorded("prune") is None
+    ledger.record("prune", {"kept": 1}, 2.0)  # prune ran again: a different network from here on
+    assert (stages / "prune.pt").exists() and not (stages / "finetune.pt").exists() and not (stages / "export.pt").exists()
+    assert not (pruned / "method.ckpt.pt").exists() and not (pruned / "finetune.ckpt.pt").exists()
+    assert ledger.has("prune") and not ledger.has("finetune")
