@@ -23,11 +23,11 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import time
 from pathlib import Path
 
 import torch
+from _shared import add_data_argument, resnet56_overrides
 
 from compressor import stages
 from compressor.environment import seed_everything
@@ -42,11 +42,8 @@ TARGETS = [30, 50]
 
 
 def recipe_for(data: Path):
-    checkpoint = sorted((data / "checkpoints" / "akamaster").glob("resnet56-*.th"))[0]
     overrides = [
-        f"model.checkpoint={checkpoint}",
-        f"data.train={{format: imagefolder, path: {data / 'cifar10-jpg' / 'train.zip'}, subset: 10500}}",
-        f"data.test={{format: npz, path: {data / 'cifar10-exact' / 'test_first1017.npz'}, labels_key: labels_all10000}}",
+        *resnet56_overrides(data, train_subset=10500),
         "data.val_split=500", "data.calibration_images=512", "pruning.residual=internal",
         "finetune={epochs: 1, lr: 0.01, weight_decay: 0.0001, schedule: cosine}",
     ]
@@ -111,8 +108,7 @@ def markdown(rows: list[dict], baseline: float) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    default_data = Path(os.environ.get("COMPRESSOR_SHARED_DATA", REPO.parent / "shared" / "data"))
-    parser.add_argument("--data", type=Path, default=default_data)
+    add_data_argument(parser)
     parser.add_argument("--methods", nargs="*", default=METHODS)
     parser.add_argument("--no-finetune", action="store_true")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "runs" / "criteria_resnet56.json")

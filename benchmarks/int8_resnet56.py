@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
+
+from _shared import add_data_argument, resnet56_overrides
 
 from compressor.pipeline import run
 from compressor.recipe import load_recipe
@@ -25,19 +26,15 @@ REPO = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=Path(os.environ.get("COMPRESSOR_SHARED_DATA", "../shared/data")))
+    add_data_argument(parser)
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "int8_resnet56")
     parser.add_argument("--residual", choices=["internal", "coupled"], default="internal")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--activations", choices=["int8", "uint8"], default="uint8",
                         help="uint8: onnxruntime CPU's fast U8S8 path; int8: symmetric, as TensorRT needs")
     args = parser.parse_args()
-    checkpoint = sorted((args.data / "checkpoints" / "akamaster").glob("resnet56-*.th"))[0]
     overrides = [
-        f"model.checkpoint={checkpoint}",
-        f"data.train={{format: imagefolder, path: {args.data / 'cifar10-jpg' / 'train.zip'}, subset: 3000}}",
-        f"data.test={{format: npz, path: {args.data / 'cifar10-exact' / 'test_first1017.npz'}, "
-        "labels_key: labels_all10000}", "data.val_split=500",
+        *resnet56_overrides(args.data, train_subset=3000), "data.val_split=500",
         f"pruning.residual={args.residual}", "pruning.round_to=8", "pruning.compensation=least_squares",
         "export.precisions=[int8]", "export.int8.calibration_images=512", f"export.int8.activations={args.activations}",
         "finetune.epochs=0",

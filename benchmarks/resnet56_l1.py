@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
+
+from _shared import add_data_argument, resnet56_overrides
 
 from compressor.pipeline import run
 from compressor.recipe import load_recipe
@@ -33,11 +34,8 @@ CONFIGS = [  # (label, overrides)
 
 
 def shared_overrides(data: Path) -> list[str]:
-    checkpoint = sorted((data / "checkpoints" / "akamaster").glob("resnet56-*.th"))[0]
     return [
-        f"model.checkpoint={checkpoint}",
-        f"data.train={{format: imagefolder, path: {data / 'cifar10-jpg' / 'train.zip'}}}",
-        f"data.test={{format: npz, path: {data / 'cifar10-exact' / 'test_first1017.npz'}, labels_key: labels_all10000}}",
+        *resnet56_overrides(data, train_subset=None),
         "data.val_split=500", "data.calibration_images=512", "data.augment={}",
         "finetune.epochs=0", "gates={}", "profile.iterations=30", "profile.repeats=5", "profile.threads=1",
     ]
@@ -66,8 +64,7 @@ def markdown(rows: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    default_data = Path(os.environ.get("COMPRESSOR_SHARED_DATA", REPO.parent / "shared" / "data"))
-    parser.add_argument("--data", type=Path, default=default_data)
+    add_data_argument(parser)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "runs" / "resnet56_l1")
     parser.add_argument("--only", nargs="*", help="run only the configurations with these labels")
     args = parser.parse_args()

@@ -18,11 +18,11 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import time
 from pathlib import Path
 
 import torch
+from _shared import add_data_argument, resnet56_overrides
 
 from compressor import stages
 from compressor.environment import seed_everything
@@ -34,11 +34,8 @@ METHODS = ["sfp", "hfp", "ghfp"]
 
 
 def recipe_for(data: Path, method: str, epochs: int):
-    checkpoint = sorted((data / "checkpoints" / "akamaster").glob("resnet56-*.th"))[0]
     overrides = [
-        f"model.checkpoint={checkpoint}",
-        f"data.train={{format: imagefolder, path: {data / 'cifar10-jpg' / 'train.zip'}, subset: 10500}}",
-        f"data.test={{format: npz, path: {data / 'cifar10-exact' / 'test_first1017.npz'}, labels_key: labels_all10000}}",
+        *resnet56_overrides(data, train_subset=10500),
         "data.val_split=500", f"method.epochs={epochs}",
     ]
     return load_recipe(REPO / "recipes" / f"{method}_resnet56_cifar10.yaml", overrides)
@@ -118,8 +115,7 @@ def plot(results: list[dict], baseline: float, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path(os.environ.get("COMPRESSOR_SHARED_DATA",
-                                                                         REPO.parent / "shared" / "data")))
+    add_data_argument(parser)
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--plot", type=Path, default=REPO / "benchmarks" / "soft_resnet56.png")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "runs" / "soft_resnet56.json")

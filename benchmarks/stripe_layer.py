@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
+from _shared import print_markdown_table
 
 from compressor.export.hybrid import Candidate, choose, single_layer_models
 from compressor.export.stripe import layout_for
@@ -82,12 +83,11 @@ def main() -> None:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"threads": args.threads, "rounds": args.rounds, "onnxruntime": ort.__version__,
                                      "rows": rows}, indent=1))
-    print("\n| conv | batch | stripe sparsity | dense ms | stripe ms | stripe/dense | hybrid form | hybrid/dense |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['channels']}->{r['channels']} @ {r['size']}x{r['size']} | {r['batch']} | {r['sparsity']:.0%} | "
-              f"{r['dense_ms']:.3f} | {r['stripe_ms']:.3f} | {r['stripe_ratio']:.2f} | {r['hybrid_form']} | "
-              f"{r['hybrid_ratio']:.2f} |")
+    print_markdown_table(
+        ["conv", "batch", "stripe sparsity", "dense ms", "stripe ms", "stripe/dense", "hybrid form", "hybrid/dense"],
+        [[f"{r['channels']}->{r['channels']} @ {r['size']}x{r['size']}", str(r["batch"]), f"{r['sparsity']:.0%}",
+          f"{r['dense_ms']:.3f}", f"{r['stripe_ms']:.3f}", f"{r['stripe_ratio']:.2f}", r["hybrid_form"],
+          f"{r['hybrid_ratio']:.2f}"] for r in rows])
 
 
 if __name__ == "__main__":

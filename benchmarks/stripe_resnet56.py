@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
+from _shared import add_data_argument, exact_test_images, print_markdown_table, resnet56_checkpoint
 
 from compressor.export import check_parity, export_onnx
 from compressor.export.hybrid import export_stripe
@@ -54,12 +54,11 @@ def top1(model: nn.Module, npz: Path) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=Path(os.environ.get("COMPRESSOR_SHARED_DATA", "../shared/data")))
+    add_data_argument(parser)
     parser.add_argument("--sparsity", type=float, nargs="+", default=[0.5, 0.75, 0.9])
     parser.add_argument("--json", type=Path, default=Path("benchmarks/runs/stripe_resnet56.json"))
     args = parser.parse_args()
-    checkpoint = sorted((args.data / "checkpoints" / "akamaster").glob("resnet56-*.th"))[0]
-    npz = args.data / "cifar10-exact" / "test_first1017.npz"
+    checkpoint, npz = resnet56_checkpoint(args.data), exact_test_images(args.data)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         base = resnet56(shortcut="A")
@@ -91,13 +90,12 @@ def main() -> None:
             print(json.dumps({k: v for k, v in row.items() if k != "choices"}), flush=True)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(rows, indent=1))
-    print("\n| stripe sparsity | stripe layers | MACs dense-slim (M) | MACs hybrid (M) | hybrid/dense b1 | "
-          "hybrid/dense b32 | parity |")
-    print("|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['sparsity']:.0%} | {r['stripe_layers']}/{r['layers']} | {r['macs_dense'] / 1e6:.2f} | "
-              f"{r['macs_hybrid'] / 1e6:.2f} | {r['hybrid_vs_dense'][1]:.2f} | {r['hybrid_vs_dense'][32]:.2f} | "
-              f"{r['parity']:.1e} |")
+    print_markdown_table(
+        ["stripe sparsity", "stripe layers", "MACs dense-slim (M)", "MACs hybrid (M)", "hybrid/dense b1",
+         "hybrid/dense b32", "parity"],
+        [[f"{r['sparsity']:.0%}", f"{r['stripe_layers']}/{r['layers']}", f"{r['macs_dense'] / 1e6:.2f}",
+          f"{r['macs_hybrid'] / 1e6:.2f}", f"{r['hybrid_vs_dense'][1]:.2f}", f"{r['hybrid_vs_dense'][32]:.2f}",
+          f"{r['parity']:.1e}"] for r in rows])
 
 
 if __name__ == "__main__":

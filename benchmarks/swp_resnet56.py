@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
+
+from _shared import add_data_argument, resnet56_overrides
 
 from compressor.pipeline import run
 from compressor.recipe import load_recipe
@@ -25,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=Path(os.environ.get("COMPRESSOR_SHARED_DATA", "../shared/data")))
+    add_data_argument(parser)
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--alpha", type=float, default=None, help="default: the recipe's")
     parser.add_argument("--threshold", type=float, default=None, help="default: the recipe's")
@@ -34,13 +35,9 @@ def main() -> None:
     parser.add_argument("--subset", type=int, default=10500)
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "swp_resnet56")
     args = parser.parse_args()
-    checkpoint = sorted((args.data / "checkpoints" / "akamaster").glob("resnet56-*.th"))[0]
     overrides = [
-        f"model.checkpoint={checkpoint}",
-        f"data.train={{format: imagefolder, path: {args.data / 'cifar10-jpg' / 'train.zip'}, subset: {args.subset}}}",
-        f"data.test={{format: npz, path: {args.data / 'cifar10-exact' / 'test_first1017.npz'}, "
-        "labels_key: labels_all10000}",
-        "data.val_split=500", f"method.epochs={args.epochs}", f"method.mode={args.mode}", "gates={}",
+        *resnet56_overrides(args.data, train_subset=args.subset), "data.val_split=500",
+        f"method.epochs={args.epochs}", f"method.mode={args.mode}", "gates={}",
     ]
     overrides += [f"{key}={value}" for key, value in (("method.alpha", args.alpha), ("method.threshold", args.threshold),
                                                        ("finetune.epochs", args.finetune_epochs)) if value is not None]
