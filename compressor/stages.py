@@ -90,10 +90,14 @@ def export_variants(onnx: OnnxArtifact | None, inputs: Inputs, recipe: Recipe) -
         return {}
     from .export.deploy import precision_variants
 
+    return precision_variants(onnx.path, recipe.export.precisions, recipe.export.int8, _int8_calibration(inputs, recipe),
+                              inputs.loaders.test, parity_images(inputs, recipe.export.parity_images).numpy())
+
+
+def _int8_calibration(inputs: Inputs, recipe: Recipe):
+    """A callable yielding the INT8 calibration batches (``export.int8.calibration_images``), afresh each call."""
     loader = inputs.loaders.calibration_loader(recipe.export.int8.calibration_images)
-    return precision_variants(onnx.path, recipe.export.precisions, recipe.export.int8,
-                              lambda: (images for images, _ in loader), inputs.loaders.test,
-                              parity_images(inputs, recipe.export.parity_images).numpy())
+    return lambda: (images for images, _ in loader)
 
 
 def parity_images(inputs: Inputs, count: int) -> torch.Tensor:
@@ -365,8 +369,7 @@ def export_engines(onnx: OnnxArtifact | None, variants: dict, inputs: Inputs, re
         if precision != "int8":
             return make_variant(onnx.path, precision, onnx.path.parent).path
         cfg = recipe.export.int8
-        loader = inputs.loaders.calibration_loader(cfg.calibration_images)
-        return to_int8_qdq(onnx.path, onnx.path.with_suffix(".int8.tensorrt.onnx"), (x for x, _ in loader),
+        return to_int8_qdq(onnx.path, onnx.path.with_suffix(".int8.tensorrt.onnx"), _int8_calibration(inputs, recipe)(),
                            per_channel=cfg.per_channel, method=cfg.method, activations="int8")
 
     usable = {p: v for p, v in variants.items() if p != "int8" or recipe.export.int8.activations == "int8"}
@@ -456,13 +459,15 @@ def profile(recipe: Recipe, baseline_result: Baseline, exported: Exported, folde
 def _runners(recipe: Recipe, baseline_result: Baseline, exported: Exported, models: dict[str, nn.Module],
              input_shape: tuple[int, int, int], device: torch.device) -> list:
     from .environment import available_cores
+    from .export.deploy import EngineArtifact, named_deployables
     from .profiling.backends import ORT_PROVIDERS, TORCH_BACKENDS, Target, TensorRTRunner, TorchRunner, make_runner
 
+    deployables = named_deployables(baseline_result, exported)
+    engines = {name: a for name, a in deployables.items() if isinstance(a, EngineArtifact)}
     files = {"baseline_onnx": baseline_result.onnx.path, "pruned_onnx": exported.onnx.path}
     if exported.stripe is not None:
         files["stripe_onnx"] = exported.stripe.path
-    files.update({f"baseline_{p}": v.path for p, v in baseline_result.variants.items()})
-    files.update({f"pruned_{p}": v.path for p, v in exported.variants.items()})
+    files.update({name: a.path for name, a in deployables.items() if name not in engines})
     threads = recipe.profile.threads or available_cores()
     runners = []
     for backend in recipe.profile.backends:
@@ -473,8 +478,6 @@ def _runners(recipe: Recipe, baseline_result: Baseline, exported: Exported, mode
             runners += [TorchRunner(f"{name}_torch", model, input_shape, torch_device, backend == "torch-cuda-graph")
                         for name, model in models.items()]
         else:  # tensorrt
-            engines = {**{f"baseline_{p}_engine": e for p, e in baseline_result.engines.items()},
-                       **{f"pruned_{p}_engine": e for p, e in exported.engines.items()}}
             runners += [TensorRTRunner(name, engine.path) for name, engine in engines.items()]
     return runners
 

@@ -117,6 +117,16 @@ def build_engines(onnx_path: Path, variants: dict[str, VariantArtifact], cfg, ba
     return engines
 
 
+def named_deployables(baseline, exported) -> dict:
+    """Every precision variant and engine of a run under the name it has in reports and latency tables:
+    ``baseline_int8``, ``pruned_fp16``, ``baseline_fp16_engine``, ``pruned_int8_engine``, ..."""
+    found = {f"baseline_{p}": v for p, v in baseline.variants.items()}
+    found.update({f"pruned_{p}": v for p, v in exported.variants.items()})
+    found.update({f"baseline_{p}_engine": e for p, e in baseline.engines.items()})
+    found.update({f"pruned_{p}_engine": e for p, e in exported.engines.items()})
+    return found
+
+
 def _plan_source(variant: str, onnx_path: Path, variants: dict, make_variant: Callable[[str], Path]) -> Path:
     if variant == "fp32":
         return onnx_path

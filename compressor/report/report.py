@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .._io import write_json, write_text
+from ..export.deploy import named_deployables
 from ..recipe import SCHEMA_VERSION, Recipe
 from .gates import macs_reduction
 from .markdown import render_markdown
@@ -98,7 +99,7 @@ def _artifacts(out: Path, baseline, tuned, exported, profiled) -> dict:
     if exported.stripe is not None:
         paths["stripe_onnx"] = exported.stripe.path
         paths["stripe_layers"] = exported.stripe.path.parent / "stripe_layers.json"
-    for name, artifact in _deployables(baseline, exported).items():
+    for name, artifact in named_deployables(baseline, exported).items():
         paths[name] = artifact.path
         if hasattr(artifact, "log"):
             paths[f"{name}_build_log"] = artifact.log
@@ -120,28 +121,19 @@ def _parity(baseline, exported) -> dict:
         found["pruned_onnx"] = exported.onnx.max_abs_diff
     if exported.stripe is not None:
         found["stripe_onnx"] = exported.stripe.max_abs_diff
-    for name, artifact in _deployables(baseline, exported).items():
+    for name, artifact in named_deployables(baseline, exported).items():
         found[name] = artifact.max_abs_diff  # variants: vs the FP32 ONNX; engines: vs onnxruntime
-    return found
-
-
-def _deployables(baseline, exported) -> dict:
-    """Precision variants (``baseline_int8``, ``pruned_fp16``, ...) and engines (``pruned_fp16_engine``)."""
-    found = {f"baseline_{p}": v for p, v in baseline.variants.items()}
-    found.update({f"pruned_{p}": v for p, v in exported.variants.items()})
-    found.update({f"baseline_{p}_engine": e for p, e in baseline.engines.items()})
-    found.update({f"pruned_{p}_engine": e for p, e in exported.engines.items()})
     return found
 
 
 def _deploy(baseline, exported) -> dict:
     """Per precision: top-1 of the baseline and pruned variants on onnxruntime CPU, and the engines."""
     variants = {}
-    for name, v in _deployables(baseline, exported).items():
+    for name, v in named_deployables(baseline, exported).items():
         if not name.endswith("_engine"):
             variants[name] = v.to_json()
     return {"variants": variants,
-            "engines": {name: e.to_json() for name, e in _deployables(baseline, exported).items()
+            "engines": {name: e.to_json() for name, e in named_deployables(baseline, exported).items()
                         if name.endswith("_engine")},
             "note": "variant accuracy is top-1 on the test split computed by onnxruntime CPU; variant parity is "
                     "against the FP32 ONNX file, engine parity against onnxruntime on the same images"}
