@@ -111,8 +111,8 @@ def to_int8_qdq(src: Path, dst: Path, calibration: Iterable[np.ndarray | torch.T
     ``calibration`` yields N x C x H x W float batches (numpy arrays or torch tensors, already normalised like
     the model's inputs); it is read once, batch by batch. ``method`` is ``minmax``, ``entropy`` or ``percentile``.
     ``activations``: ``int8`` (symmetric, zero point 0: what TensorRT accepts) or ``uint8`` (asymmetric: the
-    U8S8 kernels onnxruntime CPU runs fastest on x86; measured on ResNet-56, batch 32, 1 thread: uint8 0.56x
-    of FP32, int8 1.5x). Weights are always symmetric INT8.
+    U8S8 kernels onnxruntime CPU runs fastest on x86; ResNet-56, 1 thread, ``benchmarks/int8_resnet56.py``:
+    uint8 0.40-0.42x of the FP32 latency, int8 1.32-1.45x). Weights are always symmetric INT8.
     """
     try:
         import onnx
