@@ -30,9 +30,9 @@ import torch
 from _shared import add_data_argument, resnet56_overrides
 
 from compressor import stages
+from compressor.config import load_recipe
 from compressor.environment import seed_everything
 from compressor.methods import CalibrationContext, build_method, get_method
-from compressor.recipe import load_recipe
 from compressor.surgery import prune
 from compressor.training import evaluate, finetune, recalibrate_batchnorm
 
@@ -116,7 +116,7 @@ def main() -> None:
     recipe = recipe_for(args.data)
     device = torch.device("cpu")
     seed_everything(recipe.seed)
-    inputs = stages.load_inputs(recipe, device)
+    inputs = stages.load_inputs(recipe.model, recipe.data, recipe.pruning, recipe.seed, device)
     baseline = evaluate(inputs.model, inputs.loaders.test, device).accuracy
     rows = [row for name in args.methods for row in run_method(name, recipe, inputs, device, not args.no_finetune)]
     args.out.parent.mkdir(parents=True, exist_ok=True)

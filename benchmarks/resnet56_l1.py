@@ -19,8 +19,8 @@ from pathlib import Path
 
 from _shared import add_data_argument, resnet56_overrides
 
+from compressor.config import load_recipe
 from compressor.pipeline import run
-from compressor.recipe import load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = [  # (label, overrides)

@@ -3,7 +3,7 @@
 From the akamaster ResNet-56 checkpoint, each method trains E epochs with masks (40% of the filters of every
 block-internal layer, ``residual: internal``, L2 criterion) on a fixed 10,000-image subset of
 ``cifar10-jpg/train.zip`` (SGD, nesterov, lr 0.01 cosine, weight decay 5e-4, crop+flip), through the same
-stage the pipeline runs (``compressor.stages.train_with_masks`` then surgery). After every epoch it records:
+stage the pipeline runs (``compressor.surgery.schedule.train_with_masks`` then surgery). After every epoch it records:
 - **pruned now**: top-1 of a copy in which every currently pruned channel is hard, i.e. what removing them
   at this point would give (the curve the papers' convergence claim is about);
 - **as trained**: top-1 of the training network itself (soft filters as they are).
@@ -25,8 +25,9 @@ import torch
 from _shared import add_data_argument, resnet56_overrides
 
 from compressor import stages
+from compressor.config import load_recipe
 from compressor.environment import seed_everything
-from compressor.recipe import load_recipe
+from compressor.export.artifacts import parity_images
 from compressor.training import evaluate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,7 +47,7 @@ def run_method(name: str, data: Path, epochs: int, inputs_cache: dict) -> dict:
     seed_everything(recipe.seed)
     device = torch.device("cpu")
     if "inputs" not in inputs_cache:
-        inputs_cache["inputs"] = stages.load_inputs(recipe, device)
+        inputs_cache["inputs"] = stages.load_inputs(recipe.model, recipe.data, recipe.pruning, recipe.seed, device)
     inputs = inputs_cache["inputs"]
     from compressor.methods import build_method
 
@@ -66,13 +67,16 @@ def run_method(name: str, data: Path, epochs: int, inputs_cache: dict) -> dict:
     start_accuracy = evaluate(method_start(method, model, recipe, inputs), inputs.loaders.test, device).accuracy
     curve.insert(0, {"epoch": 0, "pruned_now": start_accuracy, "as_trained": None})
     start = time.perf_counter()
-    masked = stages.train_with_masks(recipe, inputs, model, method, device)
     from compressor.surgery import prune
+    from compressor.surgery.schedule import Trainer, train_with_masks
+
+    trainer = Trainer(inputs.loaders.train, inputs.loaders.val, recipe.finetune, device, recipe.seed)
+    masked = train_with_masks(model, method, inputs.input_shape, recipe.pruning, trainer, checkpoint=None)
 
     surgery = prune(model, inputs.input_shape, method, recipe.pruning)
     final = evaluate(model, inputs.loaders.test, device).accuracy
     with torch.no_grad():
-        images = stages.parity_images(inputs, 64)
+        images = parity_images(inputs.loaders.calibration, 64)
         difference = float((masked.eval()(images) - model.eval()(images)).abs().max())
     return {"method": name, "curve": curve, "final": final, "masked_vs_pruned": difference,
             "macs_reduction_pct": round(surgery.macs_reduction_pct, 2), "seconds": round(time.perf_counter() - start, 1)}
@@ -80,16 +84,14 @@ def run_method(name: str, data: Path, epochs: int, inputs_cache: dict) -> dict:
 
 def method_start(method, model, recipe, inputs) -> torch.nn.Module:
     """Epoch 0: the checkpoint with the initial selection removed (before any training with masks)."""
-    import math
-
     from compressor.surgery.graph import example_input
+    from compressor.surgery.plan import Rounding
     from compressor.surgery.prune import analyse, plan_counts
 
     probe, trial = copy.deepcopy(method), copy.deepcopy(model)
     layout = analyse(trial, example_input(inputs.input_shape), recipe.pruning)
     plan = plan_counts(layout, recipe.pruning)
-    multiples = {p.info.key: math.lcm(recipe.pruning.round_to, p.info.slices) for p in layout.plans}
-    probe.begin(trial, [info for info, _ in layout.groups], plan.kept, multiples, recipe.pruning.min_channels)
+    probe.begin(trial, [info for info, _ in layout.groups], plan.kept, Rounding.of(recipe.pruning))
     return probe.masks.hardened_copy(trial)
 
 

@@ -49,8 +49,6 @@ def save_torch(path: Path, obj: Any) -> Path:
 def _default(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
-    if hasattr(value, "item"):
-        return value.item()
-    if hasattr(value, "tolist"):
+    if hasattr(value, "tolist"):  # numpy / torch scalars and arrays (``item()`` refuses arrays of several values)
         return value.tolist()
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -67,8 +67,8 @@ def run(recipe: Annotated[Optional[Path], typer.Argument(help="Recipe YAML file 
 @app.command()
 def validate(recipe: RecipeArg, set_: SetOpt = None) -> None:
     """Check a recipe (schema, referenced files) without running it."""
+    from .config import all_error_lines, load_recipe
     from .errors import RecipeError
-    from .recipe import all_error_lines, load_recipe
 
     try:
         loaded = load_recipe(recipe, set_ or [])
@@ -105,7 +105,7 @@ def models() -> None:
 @app.command()
 def schema(out: Annotated[Optional[Path], typer.Option("--out", help="Write to this file instead of stdout.")] = None) -> None:
     """Print the recipe's JSON Schema (for editor completion)."""
-    from .recipe import recipe_json_schema
+    from .config import recipe_json_schema
 
     text = json.dumps(recipe_json_schema(), indent=2)
     if out is None:
@@ -137,12 +137,13 @@ def profile(
             "--out", help="Folder for latency.json and latency.png (default: ./profile-<artifact stem>).",
             show_default=False)] = None) -> None:
     """Measure latency (p50/p90/p99, throughput) of ONNX files or TensorRT engines; write JSON and a plot."""
+    from .artifacts import default_profile_folder
     from .profiling.latency import plan_targets, profile_targets, write_profile
 
     with _user_errors():
         files, batches = _profile_inputs(artifacts, batch)
         targets = plan_targets(files, _comma_list(backend), batches)
-        out_dir = out if out is not None else Path("profile-" + "-".join(dict.fromkeys(p.stem for p in files)))
+        out_dir = out if out is not None else default_profile_folder(files)
         if out_dir.exists() and not out_dir.is_dir():
             from .errors import OutputDirError
 
@@ -174,7 +175,7 @@ def _print_latency(stats: list, written: dict) -> None:
 
     from .profiling.latency import environment, ratios_per_backend
 
-    ratios = {(r["artifact"], r["backend"], r["batch"]): r["ratio"] for r in ratios_per_backend(stats)}
+    ratios = {(r.artifact, r.backend, r.batch): r.ratio for r in ratios_per_backend(stats)}
     env, first = environment(stats), stats[0]
     caption = (f"warm-up {first.warmup}, {first.iterations} runs x {first.repeats} interleaved rounds; threads "
                f"{'/'.join(map(str, env['threads']))}; {env['versions'].get('gpu') or env['cpu']}\n"
@@ -219,6 +220,8 @@ def _print_summary(report: dict, out_dir: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from .artifacts import RunLayout
+
     b, p = report["baseline"], report["pruned"]
     table = Table("", "baseline", "pruned", title=f"{report['recipe']['name']}: {report['method']['name']}")
     table.add_row("top-1 (%)", f"{b['accuracy']:.2f}", f"{p['accuracy']:.2f}")
@@ -226,12 +229,14 @@ def _print_summary(report: dict, out_dir: Path) -> None:
     table.add_row("params (k)", f"{b['params'] / 1e3:.1f}", f"{p['params'] / 1e3:.1f}")
     from rich.markup import escape
 
-    from .stages import headline_ratios
+    from .artifacts import PRUNED_ONNX, is_headline
 
-    for ratio in headline_ratios(report["latency_ratios"]):  # the full set is in report.md
-        backend = ratio.get("backend", "onnxruntime-cpu")
+    for ratio in report["latency_ratios"]:  # the headline ones; the full set is in report.md
+        if not is_headline(ratio["artifact"], ratio["reference"]):
+            continue
+        backend = ratio["backend"]
         label = f"latency b{ratio['batch']}" + ("" if backend == "onnxruntime-cpu" else f" {backend}")
-        if ratio["artifact"] != "pruned_onnx":  # another precision, or the stripe graph against dense-slim
+        if ratio["artifact"] != PRUNED_ONNX:  # another precision, or the stripe graph against dense-slim
             label = f"{ratio['artifact']} b{ratio['batch']} vs {ratio['reference']}" + (
                 "" if backend == "onnxruntime-cpu" else f" ({backend})")
         table.add_row(label, "1.00x", f"{ratio['ratio']:.2f}x ({ratio['speedup']:.2f}x faster)")
@@ -247,7 +252,7 @@ def _print_summary(report: dict, out_dir: Path) -> None:
             failed.add_row(escape(g["name"]), str(g["limit"]), "-" if g["value"] is None else str(g["value"]),
                            escape(g["detail"]))
         console.print(failed)
-    console.print(f"report: {out_dir / 'report.md'}")
+    console.print(f"report: {RunLayout(out_dir).report_md}")
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from .artifacts import RunLayout
 from .errors import OutputDirError, RecipeError
 
 
@@ -73,16 +74,14 @@ def prepare_run_dir(out: Path, overwrite: bool, resume: bool = False) -> Path:
     and unless resuming also its stage records and training checkpoints (a new run must not continue them)."""
     import shutil
 
-    from .ledger import CHECKPOINTS, STAGES_DIR
-
-    out = Path(out)
+    out, layout = Path(out), RunLayout(Path(out))
     check_run_dir(out, overwrite or resume)
-    for stale in ("report.json", "report.md", "status.json"):
-        (out / stale).unlink(missing_ok=True)
+    for stale in layout.markers:
+        stale.unlink(missing_ok=True)
     if not resume:
-        shutil.rmtree(out / STAGES_DIR, ignore_errors=True)
-        for checkpoint in CHECKPOINTS.values():
-            (out / checkpoint).unlink(missing_ok=True)
+        shutil.rmtree(layout.stages, ignore_errors=True)
+        for checkpoint in layout.checkpoints:
+            checkpoint.unlink(missing_ok=True)
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"

@@ -1,96 +1,144 @@
 """What a run folder knows about its own progress, so that ``compress run --resume RUN_DIR`` can go on.
 
-After each finished stage, rank 0 records the stage's result (and, for the stages that change the network,
-its state_dict) in ``.stages/<stage>.pt``, written atomically, and lists it in ``status.json``. Resuming
-loads the recorded stages instead of running them again, rebuilds the pruned network from the pruning
-history and the recorded weights, and runs the first unfinished stage; fine-tuning itself resumes after its
-last finished epoch (``pruned/finetune.ckpt.pt``). ``report.json`` is only ever written by the last stage,
-so a killed run never has one.
+After each finished stage, rank 0 writes its record ``.stages/<stage>.json`` atomically: the record format,
+the compressor version that wrote it, the stage's seconds, its result as plain JSON (``codec.py``; paths
+relative to the run folder) and, for the stages that change the network, the path of the state_dict it left
+(``.stages/<stage>.state.pt``, tensors only, loaded with ``weights_only=True``). The stage is then listed in
+``status.json``. Resuming takes the recorded stages instead of running them again, rebuilds the pruned
+network from the pruning history and the recorded weights, and runs the first unfinished stage;
+fine-tuning itself resumes after its last finished epoch (``pruned/finetune.ckpt.pt``). ``report.json`` is
+only ever written after the last stage, so a killed run never has one.
 
-The records are pickles written by compressor into this folder: resuming trusts the run folder, as it
-trusts its own output. A record that does not load (truncated, another version) is one clear error.
+Nothing in a run folder is ever unpickled: resuming someone else's run folder (a CI artifact, a colleague's
+run) cannot execute code. A record that does not fit this version (another compressor version or record
+format, a truncated file, a foreign state file) is one clear error: run again without ``--resume``.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import json
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-import torch.nn as nn
-
+from . import __version__
 from ._io import save_torch, write_json
+from .artifacts import RunLayout
+from .codec import RecordMismatch, decode, encode
 from .errors import OutputDirError
-from .recipe import Recipe, load_recipe
 
-STAGES_DIR = ".stages"
-RESOLVED = "recipe.resolved.yaml"
-STAGES = ("baseline", "prune", "finetune", "export", "profile")  # the order the pipeline runs them in
-CHECKPOINTS = {"prune": "pruned/method.ckpt.pt", "finetune": "pruned/finetune.ckpt.pt"}  # a stage's epoch state
+RECORD_FORMAT = 1
+_AGAIN = "run again without --resume (into a new --out folder, or with --overwrite)"
+
+
+@dataclass(frozen=True)
+class Record:
+    result: object
+    seconds: float
+    state: dict | None  # the network's state_dict after the stage (stages that change it), else None
 
 
 class Ledger:
-    def __init__(self, out: Path, resume: bool, write: bool = True):
-        self.folder = Path(out) / STAGES_DIR
+    def __init__(self, layout: RunLayout, order: Sequence[str], resume: bool, write: bool = True):
+        """``order``: the names of the stages this run executes, in order."""
+        self.layout, self.order = layout, list(order)
         self.resume, self.write = resume, write
         self.completed: list[str] = []
+        if resume:
+            self._refuse_pickled_records()
 
     def has(self, name: str) -> bool:
         """Recorded before the resume, and every stage before it was too."""
-        earlier = STAGES[: STAGES.index(name) + 1]
-        return self.resume and all((self.folder / f"{stage}.pt").is_file() for stage in earlier)
+        earlier = self.order[: self.order.index(name) + 1]
+        return self.resume and all(self.layout.record(stage).is_file() for stage in earlier)
 
-    def recorded(self, name: str) -> dict | None:
-        """The record of a stage finished before the resume, or None (then the stage runs)."""
-        path = self.folder / f"{name}.pt"
+    def recorded(self, name: str, kind: type) -> Record | None:
+        """The record of a stage finished before the resume (its result decoded as ``kind``), or None (then the
+        stage runs)."""
         if not self.has(name):
             return None
+        path = self.layout.record(name)
+        data = _read(path)
         try:
-            record = torch.load(path, map_location="cpu", weights_only=False)  # our own pickle (module docstring)
-        except Exception as exc:
-            raise OutputDirError(f"{path}: cannot read this stage record ({type(exc).__name__}: {exc}); delete it "
-                                 "to run that stage again") from None
+            result = decode(kind, data["result"], self.layout.root)
+        except (RecordMismatch, TypeError) as exc:
+            raise OutputDirError(f"{path}: does not fit this compressor's {name} result ({exc}); {_AGAIN}") from None
+        state = _load_state(self.layout.root / data["state_dict"]) if data["state_dict"] else None
         self.completed.append(name)
-        return record
+        return Record(result=result, seconds=data["seconds"], state=state)
 
-    def record(self, name: str, result, seconds: float, model: nn.Module | None = None) -> None:
+    def record(self, name: str, result, seconds: float, state: dict | None = None) -> None:
+        """Write the record of a stage that just ran (the state file first, so a record never names a missing
+        one); drops what later stages left (they describe another network now)."""
         self.completed.append(name)
         if not self.write:
             return
-        state = None if model is None else {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        save_torch(self.folder / f"{name}.pt", {"result": _portable(result), "seconds": seconds, "model": state})
+        state_file = None
+        if state is not None:
+            state_file = save_torch(self.layout.state(name), state)
+        write_json(self.layout.record(name), {
+            "record": RECORD_FORMAT, "compressor": __version__, "stage": name, "seconds": seconds,
+            "result": encode(result, self.layout.root),
+            "state_dict": state_file and state_file.relative_to(self.layout.root).as_posix()})
         self._forget_after(name)
-        write_json(self.folder.parent / "status.json", {"status": "running", "completed_stages": self.completed,
-                                                        "updated": time.strftime("%Y-%m-%dT%H:%M:%S")})
-
+        write_json(self.layout.status, {"status": "running", "completed_stages": self.completed,
+                                        "updated": time.strftime("%Y-%m-%dT%H:%M:%S")})
 
     def _forget_after(self, name: str) -> None:
         """``name`` ran anew: later stages' records and epoch checkpoints describe another network, and its own
         epoch checkpoint is no longer needed."""
-        run = self.folder.parent
-        for stage in STAGES[STAGES.index(name) + 1:]:
-            (self.folder / f"{stage}.pt").unlink(missing_ok=True)
-            if stage in CHECKPOINTS:
-                (run / CHECKPOINTS[stage]).unlink(missing_ok=True)
-        if name in CHECKPOINTS:
-            (run / CHECKPOINTS[name]).unlink(missing_ok=True)
+        layout = self.layout
+        later = self.order[self.order.index(name) + 1:] if name in self.order else []
+        for stage in later:
+            layout.record(stage).unlink(missing_ok=True)
+            layout.state(stage).unlink(missing_ok=True)
+        for stage in [*later, name]:
+            checkpoint = layout.checkpoint(stage)
+            if checkpoint is not None:
+                checkpoint.unlink(missing_ok=True)
+
+    def _refuse_pickled_records(self) -> None:
+        """Earlier compressor versions kept pickled ``.stages/<stage>.pt`` records: they are never loaded."""
+        old = [p.name for p in sorted(self.layout.stages.glob("*.pt")) if p.stem in self.order]
+        if old:
+            raise OutputDirError(f"{self.layout.stages}: {', '.join(old)} are pickled stage records of an earlier "
+                                 f"compressor, which this version never loads; {_AGAIN}")
 
 
-def _portable(result):
-    """A stage result without live modules (the network itself is recorded as a state_dict)."""
-    surgery = getattr(result, "surgery", None)
-    if surgery is not None and getattr(surgery, "model", None) is not None:
-        return dataclasses.replace(result, surgery=dataclasses.replace(surgery, model=None))
-    return result
+def _read(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise OutputDirError(f"{path}: cannot read this stage record ({type(exc).__name__}); {_AGAIN}") from None
+    if not isinstance(data, dict) or data.get("record") != RECORD_FORMAT or "result" not in data:
+        raise OutputDirError(f"{path}: not a compressor stage record of format {RECORD_FORMAT}; {_AGAIN}")
+    if data.get("compressor") != __version__:
+        raise OutputDirError(f"{path}: written by compressor {data.get('compressor')}, this is {__version__}; {_AGAIN}")
+    return data
 
 
-def resumable_recipe(run_dir: Path) -> Recipe:
+def _load_state(path: Path) -> dict:
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)  # tensors only: never runs code
+    except Exception as exc:  # noqa: BLE001 - missing, truncated or not a plain state_dict
+        raise OutputDirError(f"{path}: cannot read these recorded weights as a plain state_dict "
+                             f"({type(exc).__name__}); {_AGAIN}") from None
+    if not isinstance(state, dict):
+        raise OutputDirError(f"{path}: holds a {type(state).__name__}, not a state_dict; {_AGAIN}")
+    return state
+
+
+def resumable_recipe(run_dir: Path):
     """The resolved recipe of an interrupted run folder; one clear line when it cannot be resumed."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
+    from .config import load_recipe
+
+    layout = RunLayout(Path(run_dir))
+    if not layout.root.is_dir():
         raise OutputDirError(f"--resume {run_dir}: no such run folder")
-    if not (run_dir / RESOLVED).is_file():
-        raise OutputDirError(f"--resume {run_dir}: no {RESOLVED} in it, so it is not a compressor run folder "
-                             "(or it stopped before its first stage: start it again without --resume)")
-    return load_recipe(run_dir / RESOLVED, [])
+    if not layout.resolved_recipe.is_file():
+        raise OutputDirError(f"--resume {run_dir}: no {layout.resolved_recipe.name} in it, so it is not a compressor "
+                             "run folder (or it stopped before its first stage: start it again without --resume)")
+    return load_recipe(layout.resolved_recipe, [])

@@ -1,29 +1,37 @@
-"""``run(recipe, out_dir)``: one compression run, one call per stage (DESIGN.md §3).
+"""``run(recipe, out_dir)``: one compression run (DESIGN.md §3).
 
 load -> baseline -> prune -> fine-tune -> export -> profile -> gates -> report. Inputs (model, checkpoint,
-data) are loaded and checked before the run folder is created, so a bad input leaves nothing behind.
-``report.json`` is written last and atomically: a run folder without it is not a finished run
-(``status.json`` says how far it got and why it stopped).
+data) are loaded and checked before the run folder is created, so a bad input leaves nothing behind. The
+stages after load are the declared table :data:`STAGES`; a small runner owns what is the same for all of
+them: whether the recipe wants the stage, taking its record instead of running it after a resume, timing,
+recording (``ledger.py``), and who runs it under torchrun (``training/distributed.py``): rank 0 runs the
+baseline, the pruning decision and everything after fine-tuning; all ranks fine-tune together, on the same
+network, which rank 0 shares after pruning. ``report.json`` is written last and atomically: a run folder
+without it is not a finished run (``status.json`` says how far it got and why it stopped).
 
-Every finished stage is recorded (``ledger.py``) and fine-tuning checkpoints every epoch, so
-``resume_run(run_dir)`` (``compress run --resume RUN_DIR``) goes on after a crash or a kill and ends with the
-metrics the uninterrupted run would have had. Under torchrun (``training/distributed.py``) rank 0 runs the
-baseline, the pruning decision and everything after fine-tuning; all ranks fine-tune together.
+Every finished stage is recorded and fine-tuning checkpoints every epoch, so ``resume_run(run_dir)``
+(``compress run --resume RUN_DIR``) goes on after a crash or a kill and ends with the metrics the
+uninterrupted run would have had.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from . import environment
+from . import environment, stages
 from ._io import write_json, write_text
-from .progress import log, stage
-from .recipe import Recipe, dump_recipe
+from .artifacts import RunLayout
+from .config import Recipe, dump_recipe
+from .ledger import Ledger
+from .progress import log
+from .progress import stage as timed_stage
 
 
 @dataclass(frozen=True)
@@ -33,114 +41,164 @@ class RunResult:
     passed: bool
 
 
+@dataclass
+class _Run:
+    """One run in progress: the recipe, the stage context, the network being compressed, what stages found."""
+
+    recipe: Recipe
+    recipe_path: Path | None
+    context: stages.Context
+    model: torch.nn.Module
+    results: dict[str, object] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    run: Callable[[_Run], object]
+    result: type  # what ``run`` returns, and what its record decodes to
+    wanted: Callable[[Recipe], bool] = lambda recipe: True
+    off: str = ""  # why the stage is skipped when it is not wanted
+    everywhere: bool = False  # every torchrun rank takes part (else rank 0 alone)
+    network: bool = False  # it changes the network: the weights it leaves are recorded with it
+
+
+def _baseline(run: _Run):
+    return stages.baseline(run.context, run.recipe.export, run.recipe.profile.batch_sizes)
+
+
+def _prune(run: _Run):
+    return stages.prune(run.context, run.model, run.recipe.method, run.recipe.pruning, run.recipe.finetune)
+
+
+def _finetune(run: _Run):
+    return stages.finetune(run.context, run.model, run.recipe.finetune, run.recipe.method, run.results.get("prune"))
+
+
+def _export(run: _Run):
+    return stages.export(run.context, run.model, run.recipe.export, run.recipe.profile)
+
+
+def _profile(run: _Run):
+    models = {"baseline": run.context.inputs.model, "pruned": run.model}
+    return stages.profile(run.context, run.recipe.profile, run.results["baseline"], run.results["export"], models,
+                          title=f"{run.recipe.name}: baseline vs pruned")
+
+
+STAGES = (
+    Stage("baseline", _baseline, stages.Baseline),
+    Stage("prune", _prune, stages.Pruned, network=True),
+    Stage("finetune", _finetune, stages.Tuned, everywhere=True, network=True),
+    Stage("export", _export, stages.Exported, wanted=lambda r: r.export.onnx, off="export.onnx is false"),
+    Stage("profile", _profile, stages.Profiled, wanted=lambda r: r.profile.enabled and r.export.onnx,
+          off="profile.enabled is false, or nothing was exported"),
+)
+
+
+# ---------------------------------------------------------------------------------------------- entry
 def run(recipe: Recipe, out_dir: Path, recipe_path: Path | None = None, overwrite: bool = False,
-        resume: bool = False) -> RunResult:
+        resume: bool = False) -> RunResult | None:
     """One run into ``out_dir``; with ``resume``, go on with the interrupted run already there. Under torchrun
     every rank calls this; rank 0 returns the result, the other ranks return None once fine-tuning is done."""
     from .training import distributed
 
     device = distributed.setup(environment.resolve_device(recipe.device))
-    try:  # absolute: recorded stage results stay valid when --resume is run from another directory
-        return _run(recipe, Path(out_dir).resolve(), recipe_path, overwrite, resume, device)
+    try:  # absolute: the run folder stays the same when --resume is run from another directory
+        return _run(recipe, RunLayout(Path(out_dir).resolve()), recipe_path, overwrite, resume, device)
     finally:
         distributed.shutdown()
 
 
-def _run(recipe: Recipe, out_dir: Path, recipe_path, overwrite: bool, resume: bool, device) -> RunResult:
-    from . import stages
-    from .export.deploy import check_dependencies
-    from .ledger import Ledger
+def _run(recipe: Recipe, layout: RunLayout, recipe_path, overwrite: bool, resume: bool, device) -> RunResult | None:
     from .training import distributed
 
-    check_dependencies(recipe)  # a missing TensorRT / GPU stops the run now, not after fine-tuning
+    stages.check_dependencies(recipe.export, recipe.profile)  # a missing TensorRT / GPU stops now, not after hours
     main = distributed.is_main()
     if not resume:
-        distributed.on_main(lambda: environment.check_run_dir(out_dir, overwrite))
+        distributed.on_main(lambda: environment.check_run_dir(layout.root, overwrite))
     distributed.check_batch(recipe.data.batch_size)
     environment.seed_everything(recipe.seed)
-    with stage("load") as t:
-        inputs = stages.load_inputs(recipe, device)
+    with timed_stage("load") as t:
+        inputs = stages.load_inputs(recipe.model, recipe.data, recipe.pruning, recipe.seed, device)
         t["note"] = inputs.summary
-    timings: dict[str, float] = {"load": t["seconds"]}
-
-    def start_folder() -> None:
-        out = environment.prepare_run_dir(out_dir, overwrite, resume)
-        if not resume:
-            write_text(out / "recipe.resolved.yaml", dump_recipe(recipe))
-            write_json(out / "env.json", environment.describe(device, recipe_path))
-
-    distributed.on_main(start_folder)
-    ledger = Ledger(out_dir, resume, write=main)
+    distributed.on_main(lambda: _start_folder(layout, recipe, recipe_path, overwrite, resume, device))
+    ledger = Ledger(layout, [s.name for s in STAGES if s.wanted(recipe)], resume, write=main)
+    state = _Run(recipe, recipe_path, stages.Context(inputs, layout, device, recipe.seed), copy.deepcopy(inputs.model),
+                 timings={"load": t["seconds"]})
     try:
-        return _stages(recipe, inputs, out_dir, device, timings, recipe_path, ledger)
+        _run_stages(state, ledger)
+        return _finish(state) if main else None
     except BaseException as exc:
         if main:
-            write_json(out_dir / "status.json", {"status": "failed", "error": f"{type(exc).__name__}: {exc}",
-                                                 "completed_stages": ledger.completed})
+            write_json(layout.status, {"status": "failed", "error": f"{type(exc).__name__}: {exc}",
+                                       "completed_stages": ledger.completed})
         raise
 
 
-def _stages(recipe: Recipe, inputs, out: Path, device: torch.device, timings: dict, recipe_path,
-            ledger) -> RunResult | None:
-    from . import stages
-    from .report import build_report, evaluate_gates, write_report
+def _start_folder(layout: RunLayout, recipe: Recipe, recipe_path, overwrite: bool, resume: bool, device) -> None:
+    environment.prepare_run_dir(layout.root, overwrite, resume)
+    if not resume:
+        write_text(layout.resolved_recipe, dump_recipe(recipe))
+        write_json(layout.env, environment.describe(device, recipe_path))
+
+
+# --------------------------------------------------------------------------------------------- runner
+def _run_stages(run: _Run, ledger: Ledger) -> None:
+    """Every wanted stage in order. Rank 0 runs its own stages alone (or takes them from the ledger); the
+    shared ones run on every rank unless rank 0 has them on record; the other ranks stop after the last
+    shared stage, rank 0 reports."""
     from .training import distributed
 
-    def timed(name: str, fn, *args, model=None):
-        """Run a stage (or take its record from before a resume) and record it."""
-        record = ledger.recorded(name)
-        if record is not None:
-            log(f"[{name}] done before the resume ({record['seconds']:.1f} s)")
-            timings[name] = record["seconds"]
-            return record["result"], record["model"]
-        with stage(name) as t:
-            result = fn(*args)
-            t["note"] = getattr(result, "summary", "")
-        timings[name] = round(t["seconds"], 3)
-        ledger.record(name, result, timings[name], model)  # also drops what later stages left (ledger.py)
-        return result, None
-
-    main, on_main = distributed.is_main(), distributed.on_main
-    baseline, _ = on_main(lambda: timed("baseline", stages.baseline, recipe, inputs, out / "baseline", device)) \
-        or (None, None)
-    model = copy.deepcopy(inputs.model)
-    pruned, state = on_main(lambda: timed("prune", stages.prune, recipe, inputs, model, out / "pruned", device,
-                                          model=model)) or (None, None)
-    model = _same_network(model, pruned, state, inputs)
-    if not main:  # the other ranks only fine-tune (unless rank 0 has that stage on record)
-        if not distributed.broadcast(None):
-            stages.finetune(recipe, inputs, model, pruned, out / "pruned", device)
-        return None
-    distributed.broadcast(ledger.has("finetune"))
-    tuned, state = timed("finetune", stages.finetune, recipe, inputs, model, pruned, out / "pruned", device,
-                         model=model)
-    if state is not None:
-        model.load_state_dict(state)
-    exported, _ = timed("export", stages.export, recipe, inputs, model, out / "export")
-    profiled, _ = timed("profile", stages.profile, recipe, baseline, exported, out / "profile",
-                        {"baseline": inputs.model, "pruned": model}, inputs.input_shape, device)
-    gates = evaluate_gates(recipe.gates, recipe.export, baseline, tuned, exported, profiled)
-    report = build_report(recipe, recipe_path, out, inputs, baseline, pruned, tuned, exported, profiled, gates, timings)
-    write_report(out, report)
-    write_json(out / "status.json", {"status": "complete", "passed": report["passed"],
-                                     "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
-    return RunResult(out_dir=out, report=report, passed=report["passed"])
+    main = distributed.is_main()
+    shared = sum(s.everywhere and s.wanted(run.recipe) for s in STAGES)
+    for stage in STAGES:
+        if not stage.wanted(run.recipe):
+            log(f"[{stage.name}] skipped: {stage.off}")
+            continue
+        if not main and not shared:
+            return
+        if stage.everywhere:
+            shared -= 1
+            recorded = distributed.broadcast(ledger.has(stage.name) if main else None)
+            if main:
+                _take(stage, run, ledger)
+            elif not recorded:
+                stage.run(run)
+        elif shared:  # the other ranks wait: rank 0's failure is raised on every rank
+            distributed.on_main(lambda stage=stage: _take(stage, run, ledger))
+            if stage.network and distributed.active():
+                run.model = _shared_network(run)
+        else:  # rank 0 alone from here on
+            _take(stage, run, ledger)
 
 
-def _same_network(model: torch.nn.Module, pruned, state: dict | None, inputs) -> torch.nn.Module:
-    """The pruned network on every rank. On rank 0 it is ``model`` as pruned in this process, or, after a
-    resume, rebuilt from the recorded history and weights; the other ranks rebuild rank 0's."""
+def _take(stage: Stage, run: _Run, ledger: Ledger) -> None:
+    """Rank 0: the stage's record from before the resume, or the stage run now, timed and recorded."""
+    record = ledger.recorded(stage.name, stage.result)
+    if record is not None:
+        log(f"[{stage.name}] done before the resume ({record.seconds:.1f} s)")
+        run.results[stage.name], run.timings[stage.name] = record.result, record.seconds
+        if record.state is not None:
+            run.model = _rebuild(run.context.inputs, run.results["prune"].surgery.history, record.state)
+        return
+    with timed_stage(stage.name) as t:
+        result = stage.run(run)
+        t["note"] = result.summary
+    run.results[stage.name], run.timings[stage.name] = result, round(t["seconds"], 3)
+    ledger.record(stage.name, result, run.timings[stage.name], _cpu_state(run.model) if stage.network else None)
+
+
+def _shared_network(run: _Run) -> torch.nn.Module:
+    """Rank 0's pruned network (architecture and weights) on every rank."""
     from .training import distributed
 
-    if distributed.is_main() and state is not None:
-        model = _rebuild(inputs, pruned.surgery.history, state)
-    if not distributed.active():
-        return model
-    payload = distributed.broadcast((pruned.surgery.history, _cpu_state(model)) if distributed.is_main() else None)
-    return model if distributed.is_main() else _rebuild(inputs, *payload)
+    main = distributed.is_main()
+    payload = distributed.broadcast((run.results["prune"].surgery.history, _cpu_state(run.model)) if main else None)
+    return run.model if main else _rebuild(run.context.inputs, *payload)
 
 
-def _rebuild(inputs, history: list, state: dict) -> torch.nn.Module:
+def _rebuild(inputs: stages.Inputs, history: list, state: dict) -> torch.nn.Module:
     from .surgery.history import replay
 
     device = next(inputs.model.parameters()).device
@@ -153,8 +211,25 @@ def _cpu_state(model: torch.nn.Module) -> dict:
     return {k: v.detach().cpu() for k, v in model.state_dict().items()}
 
 
-def run_from_file(path: Path, overrides: list[str], out_dir: Path | None, overwrite: bool = False) -> RunResult:
-    from .recipe import load_recipe
+def _finish(run: _Run) -> RunResult:
+    """Gates and the report (``report.md``, then ``report.json``, the marker of a finished run)."""
+    from .report import build_report, evaluate_gates, write_report
+
+    layout, found = run.context.layout, run.results
+    results = stages.Results(baseline=found["baseline"], pruned=found["prune"], tuned=found["finetune"],
+                             exported=found.get("export"), profiled=found.get("profile"))
+    gates = evaluate_gates(run.recipe.gates, run.recipe.export, results)
+    report = build_report(run.recipe, run.recipe_path, layout, run.context.inputs, results, gates,
+                          run.timings)
+    write_report(layout, report)
+    write_json(layout.status, {"status": "complete", "passed": report["passed"],
+                               "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    return RunResult(out_dir=layout.root, report=report, passed=report["passed"])
+
+
+# ------------------------------------------------------------------------------------- from the CLI
+def run_from_file(path: Path, overrides: list[str], out_dir: Path | None, overwrite: bool = False) -> RunResult | None:
+    from .config import load_recipe
 
     recipe = load_recipe(path, overrides)
     if out_dir is None:
@@ -163,22 +238,25 @@ def run_from_file(path: Path, overrides: list[str], out_dir: Path | None, overwr
     return run(recipe, Path(out_dir), recipe_path=Path(path), overwrite=overwrite)
 
 
-def resume_run(run_dir: Path) -> RunResult:
+def resume_run(run_dir: Path) -> RunResult | None:
     """Go on with an interrupted run: its resolved recipe, its folder, its finished stages."""
-    import json
+    from .ledger import resumable_recipe
+    from .progress import secondary_rank
 
-    from .ledger import RESOLVED, resumable_recipe
-
-    run_dir = Path(run_dir)
-    recipe = resumable_recipe(run_dir)
-    status = run_dir / "status.json"
-    if (run_dir / "report.json").is_file() and status.is_file() and json.loads(status.read_text()).get("status") == "complete":
-        from .progress import secondary_rank
-
+    layout = RunLayout(Path(run_dir))
+    recipe = resumable_recipe(layout.root)
+    if layout.report_json.is_file() and layout.status.is_file() and _status(layout) == "complete":
         if secondary_rank():  # under torchrun, rank 0 reports
             return None
         log(f"compress run --resume {run_dir}: the run had finished; nothing to do")
-        report = json.loads((run_dir / "report.json").read_text())
-        return RunResult(out_dir=run_dir, report=report, passed=report["passed"])
+        report = json.loads(layout.report_json.read_text())
+        return RunResult(out_dir=layout.root, report=report, passed=report["passed"])
     log(f"compress run --resume {run_dir}")
-    return run(recipe, run_dir, recipe_path=run_dir / RESOLVED, resume=True)
+    return run(recipe, layout.root, recipe_path=layout.resolved_recipe, resume=True)
+
+
+def _status(layout: RunLayout) -> str | None:
+    try:
+        return json.loads(layout.status.read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        return None

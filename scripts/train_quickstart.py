@@ -17,10 +17,10 @@ from pathlib import Path
 
 import torch
 
+from compressor.config import FinetuneConfig, load_recipe
 from compressor.data import build_loaders
 from compressor.environment import resolve_device, seed_everything
 from compressor.models import build_model
-from compressor.recipe import FinetuneConfig, load_recipe
 from compressor.training import evaluate, finetune
 
 REPO = Path(__file__).resolve().parents[1]

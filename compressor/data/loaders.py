@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..config import CifarSource, DataConfig, ImageFolderSource, NpzSource, SyntheticSource
 from ..errors import DataError
 from ..progress import log
-from ..recipe import CifarSource, DataConfig, ImageFolderSource, NpzSource, SyntheticSource
 from .base import ImageSource, check_channels, check_class_names, check_labels
 from .cifar import open_cifar
 from .imagefolder import ImageFolderSource as FolderImages

@@ -8,8 +8,6 @@ and TensorRT engines (built where TensorRT and a GPU exist), plus the start-of-r
   log), from the ONNX file the version's build plan asks for (TensorRT 11 is strongly typed: it needs the
   FP16 / QDQ file), one optimization profile from batch 1 to the largest profiled batch, a timing cache
   reused across builds, and parity against onnxruntime on the same images.
-- ``check_dependencies``: a recipe that asks for TensorRT on a machine without it (or without CUDA) stops
-  in the first second with exit 2 and the install hint, not after hours of fine-tuning (DESIGN.md §3).
 """
 
 from __future__ import annotations
@@ -21,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ExportError
+from .. import artifacts
 from ..progress import track
 
 
@@ -65,7 +63,7 @@ def precision_variants(onnx_path: Path, precisions: Iterable[str], int8_cfg, cal
     for precision in precisions:
         start = time.perf_counter()
         if precision == "int8":
-            path = to_int8_qdq(onnx_path, onnx_path.with_suffix(".int8.onnx"), calibration(),
+            path = to_int8_qdq(onnx_path, artifacts.variant_file(onnx_path, "int8"), calibration(),
                                per_channel=int8_cfg.per_channel, method=int8_cfg.method,
                                activations=int8_cfg.activations)
         else:
@@ -100,15 +98,14 @@ def build_engines(onnx_path: Path, variants: dict[str, VariantArtifact], cfg, ba
 
     version = require_tensorrt()
     max_batch = cfg.max_batch or max(batch_sizes)
-    folder = onnx_path.parent
     engines = {}
     for precision in cfg.precisions:
         start = time.perf_counter()
         plan = builder_plan(major_version(version), precision, cfg.workspace_mb, 1, cfg.opt_batch or max_batch,
-                            max_batch, input_shape, cfg.timing_cache or folder / "timing.cache")
+                            max_batch, input_shape, cfg.timing_cache or artifacts.timing_cache_file(onnx_path))
         source = _plan_source(plan.onnx_variant, onnx_path, variants, make_variant)
-        engine = folder / f"model.{precision}.engine"
-        info = build_engine(source, engine, plan, folder / f"model.{precision}.build.log")
+        engine = artifacts.engine_file(onnx_path, precision)
+        info = build_engine(source, engine, plan, artifacts.build_log_file(onnx_path, precision))
         diff = engine_parity(engine, source, parity[:max_batch])
         engines[precision] = EngineArtifact(precision=precision, path=engine, log=info.log_path,
                                             onnx_variant=plan.onnx_variant, tensorrt_version=info.tensorrt_version,
@@ -117,39 +114,9 @@ def build_engines(onnx_path: Path, variants: dict[str, VariantArtifact], cfg, ba
     return engines
 
 
-def named_deployables(baseline, exported) -> dict:
-    """Every precision variant and engine of a run under the name it has in reports and latency tables:
-    ``baseline_int8``, ``pruned_fp16``, ``baseline_fp16_engine``, ``pruned_int8_engine``, ..."""
-    found = {f"baseline_{p}": v for p, v in baseline.variants.items()}
-    found.update({f"pruned_{p}": v for p, v in exported.variants.items()})
-    found.update({f"baseline_{p}_engine": e for p, e in baseline.engines.items()})
-    found.update({f"pruned_{p}_engine": e for p, e in exported.engines.items()})
-    return found
-
-
 def _plan_source(variant: str, onnx_path: Path, variants: dict, make_variant: Callable[[str], Path]) -> Path:
     if variant == "fp32":
         return onnx_path
     if variant in variants:
         return variants[variant].path
     return make_variant(variant)
-
-
-def check_dependencies(recipe) -> None:
-    """Fail fast (exit 2) when the recipe needs TensorRT or a GPU backend this machine lacks."""
-    if recipe.profile.enabled:
-        from ..profiling.backends import require_backend
-
-        for backend in recipe.profile.backends:
-            if backend != "tensorrt":  # the engines' own check follows
-                require_backend(backend)
-    if recipe.export.tensorrt.enabled:
-        from .tensorrt import require_tensorrt
-
-        require_tensorrt("export.tensorrt.enabled")
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ExportError("export.tensorrt.enabled: TensorRT engines are built and checked on a CUDA GPU, and "
-                              "this machine has none; run on a GPU machine (docker/Dockerfile.gpu) or set "
-                              "export.tensorrt.enabled: false")

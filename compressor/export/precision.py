@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .. import artifacts
 from .._io import write_atomic
 from ..errors import ExportError, MissingDependencyError, did_you_mean
 from .onnx import _cpu_session, _first_line, _run, onnx_input_shape
@@ -72,7 +73,7 @@ def make_variant(src: Path, precision: str, out_dir: Path, calibration: Iterable
     src = Path(src)
     if precision == "fp32":
         return PrecisionVariant("fp32", src)
-    dst = Path(out_dir) / f"{src.stem}.{precision}.onnx"
+    dst = artifacts.variant_file(Path(out_dir) / src.name, precision)
     if precision == "fp16":
         return PrecisionVariant("fp16", to_fp16(src, dst))
     if precision == "int8":

@@ -20,7 +20,6 @@ from ..errors import ModelError
 from ..progress import track
 from .base import CalibrationContext
 
-PARAM_LAYERS = (nn.modules.conv._ConvNd, nn.Linear)
 _PASS_THROUGH = ("BatchNormBackward", "AddBackward")  # channel-preserving steps allowed between conv and ReLU
 _ACTIVATIONS = ("Hardtanh", "Silu", "Gelu", "LeakyRelu", "Elu", "Sigmoid", "Tanh", "Hardswish", "Hardsigmoid",
                 "Mish", "Softplus", "Prelu", "Celu", "Selu")

@@ -26,37 +26,19 @@ is our reconstruction, built from the abstracts:
 
 from __future__ import annotations
 
-import math
-from typing import Annotated, Literal
-
 import torch
 import torch.nn as nn
-from pydantic import Field
 
+from ..config.methods import FunctionalityOptions
 from ..errors import SurgeryError
-from .base import CalibrationContext, MethodOptions, PruningMethod, register
+from .base import Allocation, AllocationSpace, CalibrationContext, PruningMethod, register
 from .calibration import input_grams, observable
 
 
-class FunctionalityOptions(MethodOptions):
-    name: Literal["functionality"]
-    images: Annotated[int, Field(gt=0)] = Field(256, description="Calibration images whose responses define a "
-                                                                 "filter's functionality.")
-    threshold: Annotated[float, Field(gt=0, le=1)] | None = Field(
-        None, description="Correlation at or above which a filter repeats a more important one and is removed; "
-        "set it to let the method decide how many filters go (then the recipe needs no ratio or target).")
-
-    @property
-    def allocates(self) -> bool:
-        return self.threshold is not None
-
-
-@register
+@register(FunctionalityOptions)
 class Functionality(PruningMethod):
-    name = "functionality"
     summary = "removes filters repeating a more important one's responses, folded into the next layer (Qin et al.)"
     paper = "https://arxiv.org/abs/1810.07322"
-    Options = FunctionalityOptions
     needs_calibration = True
     default_compensation = "fold"
 
@@ -69,26 +51,20 @@ class Functionality(PruningMethod):
     def score(self, info, group) -> torch.Tensor:
         return self.stats[info.key][0].float()
 
-    def allocate(self, layout, cfg) -> dict[str, int] | None:
-        """Threshold mode: every repeat goes, rounded *up* to the plan's multiple (a kept count never drops a
-        filter that is not a repeat); groups with a per-layer rule keep their rule's count."""
+    def allocate(self, space: AllocationSpace) -> Allocation | None:
+        """Threshold mode: every repeat goes, the kept count rounded *up* (a kept count never drops a filter that
+        is not a repeat); groups with a per-layer rule keep their rule's count."""
         if self.options.threshold is None:
             return None
-        from ..surgery.plan import kept_channels
-
-        kept = {}
-        for plan in layout.plans:
-            info, multiple = plan.info, math.lcm(cfg.round_to, plan.info.slices)
-            if plan.fixed:
-                kept[info.key] = kept_channels(info.channels, plan.ratio, multiple, cfg.min_channels)
-                continue
+        fixed, kept = space.fixed(), {}
+        for plan in space.plans:
+            info = plan.info
             redundant = int((self.stats[info.key][1] >= self.options.threshold).sum())
-            keep = max(info.channels - redundant, cfg.min_channels, 1)
-            kept[info.key] = min(info.channels, math.ceil(keep / multiple) * multiple)
+            kept[info.key] = fixed[info.key] if plan.fixed else space.rounding.up(info, info.channels - redundant)
+        channels = {p.info.key: p.info.channels for p in space.plans}
         self.details = {"threshold": self.options.threshold,
-                        "redundant_filters": {k: layout_channels(layout, k) - v for k, v in kept.items()
-                                              if v < layout_channels(layout, k)}}
-        return kept
+                        "redundant_filters": {k: channels[k] - v for k, v in kept.items() if v < channels[k]}}
+        return Allocation(kept, rounding="up")
 
     def choose(self, key: str, scores: torch.Tensor, keep: int, slices: int) -> list[int] | None:
         """With a threshold, exactly the redundant filters go (lowest scores first if fewer may)."""
@@ -102,10 +78,6 @@ class Functionality(PruningMethod):
 def _one_position_per_channel(slots) -> bool:
     """False for a layer reached through an index mapping (a flatten gives a channel many input positions)."""
     return len(set(slots.root_idx.tolist())) == len(slots.root_idx)
-
-
-def layout_channels(layout, key: str) -> int:
-    return next(p.info.channels for p in layout.plans if p.info.key == key)
 
 
 def _group_stats(model: nn.Module, info, grams: dict) -> tuple[torch.Tensor, torch.Tensor]:

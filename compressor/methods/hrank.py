@@ -37,26 +37,17 @@ Departures from the reference code, each controlled by the recipe:
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
-
 import torch
-from pydantic import Field
 
-from .base import CalibrationContext, MethodOptions, PruningMethod, register
+from ..config.methods import HRankOptions
+from .base import CalibrationContext, PruningMethod, register
 from .calibration import ReluProbe, calibration_batches, per_channel
 
 
-class HRankOptions(MethodOptions):
-    name: Literal["hrank"]
-    images: Annotated[int, Field(gt=0)] = Field(500, description="Calibration images g whose map ranks are averaged.")
-
-
-@register
+@register(HRankOptions)
 class HRank(PruningMethod):
-    name = "hrank"
     summary = "average rank of post-ReLU feature maps (Lin et al., CVPR 2020); data-informed"
     paper = "https://arxiv.org/abs/2002.10179"
-    Options = HRankOptions
     needs_calibration = True
 
     def calibrate(self, model, groups: list, ctx: CalibrationContext) -> None:

@@ -17,43 +17,27 @@ root conv's filters only, the papers' rule for a plain chain).
 
 from __future__ import annotations
 
-from typing import Literal
+from abc import abstractmethod
 
 import torch
 
-from .base import MethodOptions, PruningMethod, register
-
-Reduction = Literal["mean", "first", "max", "sum"]
-
-
-class _NormOptions(MethodOptions):
-    reduction: Reduction = "mean"
-
-
-class L1Options(_NormOptions):
-    name: Literal["l1"]
-
-
-class L2Options(_NormOptions):
-    name: Literal["l2"]
-
-
-class FPGMOptions(_NormOptions):
-    name: Literal["fpgm"]
-
-
-class RandomOptions(MethodOptions):
-    name: Literal["random"]
+from ..config.methods import FPGMOptions, L1Options, L2Options, RandomOptions
+from .base import PruningMethod, register
 
 
 class _TorchPruningImportance(PruningMethod):
-    """A method whose score is a torch-pruning importance object."""
+    """A method whose score is a torch-pruning importance object (made on first use: torch-pruning is heavy)."""
 
-    def _importance(self):  # pragma: no cover - abstract
-        raise NotImplementedError
+    def __init__(self, options, seed: int = 0):
+        super().__init__(options, seed)
+        self._imp = None
+
+    @abstractmethod
+    def _importance(self):
+        """The torch-pruning importance object that scores a group."""
 
     def score(self, info, group) -> torch.Tensor:
-        if not hasattr(self, "_imp"):
+        if self._imp is None:
             self._imp = self._importance()
         scores = self._imp(group)
         if scores is None:  # a group without parameterised layers: nothing to tell channels apart
@@ -61,12 +45,10 @@ class _TorchPruningImportance(PruningMethod):
         return scores.detach().float().cpu()
 
 
-@register
+@register(L1Options)
 class L1(_TorchPruningImportance):
-    name = "l1"
     summary = "filter L1 norm (Li et al., ICLR 2017); data-free"
     paper = "https://arxiv.org/abs/1608.08710"
-    Options = L1Options
 
     def _importance(self):
         import torch_pruning as tp
@@ -74,11 +56,9 @@ class L1(_TorchPruningImportance):
         return tp.importance.GroupMagnitudeImportance(p=1, group_reduction=self.options.reduction, normalizer=None)
 
 
-@register
+@register(L2Options)
 class L2(_TorchPruningImportance):
-    name = "l2"
     summary = "filter L2 norm (the SFP/GHFP criterion); data-free"
-    Options = L2Options
 
     def _importance(self):
         import torch_pruning as tp
@@ -86,12 +66,10 @@ class L2(_TorchPruningImportance):
         return tp.importance.GroupMagnitudeImportance(p=2, group_reduction=self.options.reduction, normalizer=None)
 
 
-@register
+@register(FPGMOptions)
 class FPGM(_TorchPruningImportance):
-    name = "fpgm"
     summary = "distance to the layer's geometric median (He et al., CVPR 2019); data-free"
     paper = "https://arxiv.org/abs/1811.00250"
-    Options = FPGMOptions
 
     def _importance(self):
         import torch_pruning as tp
@@ -99,13 +77,13 @@ class FPGM(_TorchPruningImportance):
         return tp.importance.FPGMImportance(p=2, group_reduction=self.options.reduction, normalizer=None)
 
 
-@register
+@register(RandomOptions)
 class Random(PruningMethod):
-    name = "random"
     summary = "uniform random scores, seeded; the floor every method must beat"
-    Options = RandomOptions
+
+    def __init__(self, options, seed: int = 0):
+        super().__init__(options, seed)
+        self._gen = torch.Generator().manual_seed(seed)
 
     def score(self, info, group) -> torch.Tensor:
-        if not hasattr(self, "_gen"):
-            self._gen = torch.Generator().manual_seed(self.seed)
         return torch.rand(len(group[0].idxs), generator=self._gen)

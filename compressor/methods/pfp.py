@@ -43,15 +43,14 @@ Departures from the reference, each controlled by the recipe:
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from pydantic import Field
 
+from ..config.methods import PFPOptions
 from ..errors import SurgeryError
-from .base import CalibrationContext, MethodOptions, PruningMethod, register
+from .base import Allocation, AllocationSpace, CalibrationContext, PruningMethod, register
 from .calibration import InputProbe, calibration_batches, observable, one_forward, per_channel
 
 C_CONSTANT = 3.0
@@ -60,22 +59,15 @@ EPS32 = torch.finfo(torch.float32).eps
 CHUNK_ELEMENTS = 24_000_000  # bound on the (batch x filters x fan-in x positions) intermediate
 
 
-class PFPOptions(MethodOptions):
-    name: Literal["pfp"]
-    variant: Literal["deterministic", "sampling"] = Field(
-        "deterministic", description="deterministic: top-k by sensitivity (PFPNet); sampling: importance sampling "
-        "with re-weighting of the kept channels (PFPNetRand).")
-    sample_size: Annotated[int, Field(gt=0)] | None = Field(
-        None, description="Images in the sample set S; default: the paper's formula, capped by the calibration images.")
-
-
-@register
+@register(PFPOptions)
 class PFP(PruningMethod):
-    name = "pfp"
     summary = "provable sensitivity of channels as inputs, budget from one epsilon (Liebenwein et al., ICLR 2020)"
     paper = "https://arxiv.org/abs/1911.07412"
-    Options = PFPOptions
     needs_calibration = True
+
+    def __init__(self, options: PFPOptions, seed: int = 0):
+        super().__init__(options, seed)
+        self._weights: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # sampling: group -> (kept, re-weighting)
 
     def calibrate(self, model, groups: list, ctx: CalibrationContext) -> None:
         consumers = sorted({layer for info in groups for layer in info.consumer_slots
@@ -94,10 +86,10 @@ class PFP(PruningMethod):
                                "ignore it with pruning.ignore or use another method")
         return per_channel(self.sensitivity, slots, info.channels, reduce="max").float()
 
-    def allocate(self, layout, cfg) -> dict[str, int] | None:
+    def allocate(self, space: AllocationSpace) -> Allocation | None:
         from .pfp_budget import allocate
 
-        return allocate(self, layout, cfg)
+        return allocate(self, space)
 
     def choose(self, key: str, scores: torch.Tensor, keep: int, slices: int) -> list[int] | None:
         if self.options.variant == "deterministic" or slices > 1:
@@ -107,7 +99,7 @@ class PFP(PruningMethod):
         from .pfp_budget import sample_channels
 
         kept, weight = sample_channels(scores, keep, self.seed, key)
-        self._weights = {**getattr(self, "_weights", {}), key: (kept, weight)}
+        self._weights[key] = (kept, weight)
         return sorted(set(range(scores.numel())) - set(kept.tolist()))
 
     def before_removal(self, model, removed: dict[str, list[int]]) -> None:
@@ -115,7 +107,7 @@ class PFP(PruningMethod):
         if self.options.variant == "sampling":
             from .pfp_budget import reweight
 
-            weights = {key: value for key, value in getattr(self, "_weights", {}).items() if key in removed}
+            weights = {key: value for key, value in self._weights.items() if key in removed}
             reweight(model, weights, self._groups)
 
 

@@ -9,37 +9,37 @@ import zlib
 import torch
 
 from ..errors import SurgeryError
+from .base import Allocation
 from .pfp import C_CONSTANT, DELTA
 
 BUDGET_TOLERANCE = 0.005  # relative: the allocated cost must be within 0.5% of the budget
 LOG_EPS_RANGE = (math.log(1e-300), math.log(1e150))  # the reference's bracket for epsilon
 
 
-def allocate(method, layout, cfg) -> dict[str, int] | None:
-    """Kept channels per group for the epsilon whose pruned network meets the budget."""
-    from ..surgery.plan import kept_counts
-    from ..surgery.search import target_of
-
-    target = target_of(cfg)
-    if target is None:
+def allocate(method, space) -> Allocation | None:
+    """Kept channels per group for the epsilon whose pruned network meets the budget (``space``: the
+    ``AllocationSpace`` surgery hands over, with its rounding and exact cost model)."""
+    if space.target is None:
         return None  # a plain ratio: PFP only scores, surgery decides the counts
-    metric, pct = target
-    fixed = kept_counts([p for p in layout.plans if p.fixed], cfg.round_to, cfg.min_channels, 0.0)
-    terms = {p.info.key: _terms(method, p.info, math.lcm(cfg.round_to, p.info.slices)) for p in layout.plans
-             if not p.fixed}
-    cost = layout.cost.params if metric == "params" else layout.cost.macs
-    budget = (layout.cost.base_params if metric == "params" else layout.cost.base_macs) * (1 - pct / 100)
+    metric, pct = space.target
+    fixed = space.fixed()
+    terms = {p.info.key: (p.info, _terms(method, p.info)) for p in space.plans if not p.fixed}
+    budget = space.base_cost(metric) * (1 - pct / 100)
+
+    def cost(kept: dict[str, int]) -> int:
+        return space.cost(kept, metric)
 
     def kept_at(log_eps: float) -> dict[str, int]:
         eps = math.exp(log_eps)
-        kept = {key: _rounded(_unique(t, eps), t["channels"], t["multiple"], cfg.min_channels)
-                for key, t in terms.items()}
+        kept = {key: space.rounding.nearest(info, max(1, math.ceil(_unique(t, eps) - 1e-9)))
+                for key, (info, t) in terms.items()}
         return {**fixed, **kept}
 
     lo, hi = LOG_EPS_RANGE  # small eps: many samples, everything kept; large eps: the minimum per group
     if cost(kept_at(hi)) > budget:
         raise SurgeryError(f"method pfp: a {pct}% {metric} reduction is out of reach even at the minimum count per "
-                           f"group (pruning.round_to {cfg.round_to}, min_channels {cfg.min_channels}); lower the target")
+                           f"group (pruning.round_to {space.rounding.round_to}, min_channels {space.rounding.min_channels}); "
+                           "lower the target")
     for _ in range(200):
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if cost(kept_at(mid)) > budget else (lo, mid)
@@ -47,17 +47,15 @@ def allocate(method, layout, cfg) -> dict[str, int] | None:
     error = (cost(best) - budget) / budget
     adjusted = abs(error) > BUDGET_TOLERANCE
     if adjusted:  # rounding made the allocation jump over the budget: the closest plan to it within the tolerance
-        from ..surgery.search import local_search
-
-        best = local_search(best, layout.plans, layout.cost, cfg, metric, pct, anchor=best)
+        best = space.closest(best, anchor=best)
     method.details = {"epsilon": math.exp(log_eps), "sample_size": method.sample_size, "budget_metric": metric,
                       "budget": round(budget), "allocated": cost(best),
                       "budget_error_pct": round(100 * (cost(best) - budget) / budget, 4),
                       "epsilon_allocation_error_pct": round(100 * error, 4), "adjusted_by_rounding_search": adjusted}
-    return best
+    return Allocation(best, rounding="nearest")
 
 
-def _terms(method, info, multiple: int) -> dict:
+def _terms(method, info) -> dict:
     """The per-group quantities of the sample complexity: S = sum of sensitivities, p_c, alpha."""
     scores = method.score(info, None).double()
     total = float(scores.sum())
@@ -65,19 +63,13 @@ def _terms(method, info, multiple: int) -> dict:
                             key=lambda g: (g[0] + 1) * g[1])
     alpha = 2 * C_CONSTANT * math.log(8 * (positions + 1) * kernel / DELTA)
     probs = scores / total if total > 0 else torch.full_like(scores, 1 / scores.numel())
-    return {"coeff": alpha * total, "probs": probs, "channels": info.channels, "multiple": multiple}
+    return {"coeff": alpha * total, "probs": probs}
 
 
 def _unique(terms: dict, eps: float) -> float:
     """Expected number of distinct channels among m(eps) samples from p."""
     m = max(1.0, math.ceil(3 * (6 + 2 * eps) * terms["coeff"] / eps**2)) if terms["coeff"] > 0 else 1.0
     return float((1 - (1 - terms["probs"]) ** min(m, 1e18)).sum())
-
-
-def _rounded(unique: float, channels: int, multiple: int, minimum: int) -> int:
-    keep = max(1, math.ceil(unique - 1e-9))
-    keep = max(multiple, int(round(keep / multiple)) * multiple, math.ceil(minimum / multiple) * multiple)
-    return min(keep, channels)
 
 
 MAX_DRAWS_PER_CHANNEL = 1000

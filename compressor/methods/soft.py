@@ -40,37 +40,13 @@ Departures from the reference code, each controlled by the recipe:
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal
 
 import torch
 import torch.nn as nn
-from pydantic import Field
 
-from .base import MethodOptions, PruningMethod, register
-
-
-class _SoftOptions(MethodOptions):
-    epochs: Annotated[int, Field(gt=0)] = Field(10, description="Epochs of training with masks (E).")
-    criterion: Literal["l2", "fpgm"] = Field("l2", description="Filter score at re-selection: L2 norm or FPGM.")
-    keep_schedule: Literal["constant", "poly", "exp"] = Field(
-        "constant", description="Kept fraction over the epochs: the final one throughout, or the asymptotic "
-        "poly / exp schedules (ASFP).")
-    decay_start: Annotated[float, Field(ge=0, le=1)] = Field(
-        0.0, description="d0: soft-pruned weights are multiplied by d(e) decaying from d0 (0: zeroed, as SFP).")
-    decay_floor: Annotated[float, Field(gt=0)] = Field(1e-5, description="sigma of the decay schedule.")
-
-
-class SFPOptions(_SoftOptions):
-    name: Literal["sfp"]
-
-
-class HFPOptions(_SoftOptions):
-    name: Literal["hfp"]
-
-
-class GHFPOptions(_SoftOptions):
-    name: Literal["ghfp"]
-    hard_exponent: Annotated[float, Field(gt=0)] = Field(3.0, description="p in lambda(e) = 1 - (1 - (e+1)/E)^p.")
+from ..config.methods import GHFPOptions, HFPOptions, SFPOptions
+from .base import Allocation, AllocationSpace, Rounding, TrainingMethod, register
+from .soft_masks import GroupMasks
 
 
 # ------------------------------------------------------------------------------------------- schedules
@@ -103,17 +79,13 @@ def decay_factor(epoch: int, total: int, start: float, floor: float) -> float:
 
 
 # ---------------------------------------------------------------------------------------------- method
-class _SoftFilterPruning(PruningMethod):
-    trains = True
+class _SoftFilterPruning(TrainingMethod):
     paper = "https://arxiv.org/abs/1808.06866"
     exponent: float | None = None
 
-    def begin(self, model: nn.Module, groups: list, final_kept: dict[str, int], multiples: dict[str, int],
-              minimum: int) -> None:
+    def begin(self, model: nn.Module, groups: list, final_kept: dict[str, int], rounding: Rounding) -> None:
         """Initial selection (before the first epoch), from the groups and their final kept counts."""
-        from .soft_masks import GroupMasks
-
-        self.masks = GroupMasks(model, groups, final_kept, multiples, minimum)
+        self.masks = GroupMasks(model, groups, final_kept, rounding)
         self.history: list[dict] = []
         self._select(model, -1)
 
@@ -138,12 +110,16 @@ class _SoftFilterPruning(PruningMethod):
         """Every pruned channel becomes hard: the masked network now computes what the pruned one will."""
         self.masks.harden_all(model)
 
+    def release(self) -> None:
+        self.masks.release()
+
     def score(self, info, group) -> torch.Tensor:
         pruned = set(self.masks.pruned.get(info.key, []))
         return torch.tensor([0.0 if c in pruned else 1.0 for c in range(info.channels)])
 
-    def allocate(self, layout, cfg) -> dict[str, int] | None:
-        return {p.info.key: p.info.channels - len(self.masks.pruned.get(p.info.key, [])) for p in layout.plans}
+    def allocate(self, space: AllocationSpace) -> Allocation:
+        """The final masks decide: each group keeps what its last selection kept (already a rounded count)."""
+        return Allocation({p.info.key: p.info.channels - len(self.masks.pruned.get(p.info.key, [])) for p in space.plans})
 
     def choose(self, key: str, scores: torch.Tensor, keep: int, slices: int) -> list[int] | None:
         return sorted(self.masks.pruned.get(key, []))
@@ -159,28 +135,22 @@ class _SoftFilterPruning(PruningMethod):
         self.details = {"epochs": total, "schedule": self.history}
 
 
-@register
+@register(SFPOptions)
 class SFP(_SoftFilterPruning):
-    name = "sfp"
     summary = "soft filter pruning: smallest-norm filters zeroed each epoch, free to grow back (He et al., IJCAI 2018)"
-    Options = SFPOptions
     exponent = None
 
 
-@register
+@register(HFPOptions)
 class HFP(_SoftFilterPruning):
-    name = "hfp"
     summary = "hard filter pruning: smallest-norm filters zeroed and frozen for good (the hard end of GHFP)"
-    Options = HFPOptions
     exponent = 0.0
 
 
-@register
+@register(GHFPOptions)
 class GHFP(_SoftFilterPruning):
-    name = "ghfp"
     summary = "gradually hard filter pruning: soft early, hard late, cubic ramp (Cai et al., IJCNN 2021)"
     paper = "https://arxiv.org/abs/2011.03170"
-    Options = GHFPOptions
 
     @property
     def exponent(self) -> float:  # type: ignore[override]

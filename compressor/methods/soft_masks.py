@@ -12,7 +12,6 @@ import math
 import torch
 import torch.nn as nn
 
-from ..surgery.plan import kept_channels
 from .calibration import per_channel
 
 
@@ -27,11 +26,10 @@ class _OutputMask:
 
 
 class GroupMasks:
-    def __init__(self, model: nn.Module, groups: list, final_kept: dict[str, int], multiples: dict[str, int],
-                 minimum: int):
+    def __init__(self, model: nn.Module, groups: list, final_kept: dict[str, int], rounding):
         self.groups = {info.key: info for info in groups}
         self.final = {key: final_kept[key] / info.channels for key, info in self.groups.items()}
-        self.multiples, self.minimum = multiples, minimum
+        self.rounding = rounding  # surgery's rules (methods.base.Rounding): every intermediate count follows them
         self.pruned: dict[str, list[int]] = {}
         self.hard: dict[str, set[int]] = {key: set() for key in self.groups}
         self._frozen: list = []
@@ -41,7 +39,7 @@ class GroupMasks:
     @torch.no_grad()
     def reselect(self, model: nn.Module, keep, hard_fraction: float, decay: float, criterion: str) -> dict:
         for key, info in self.groups.items():
-            kept = kept_channels(info.channels, 1 - keep(self.final[key]), self.multiples[key], self.minimum)
+            kept = self.rounding.for_ratio(info, 1 - keep(self.final[key]))
             scores = filter_scores(model, info, criterion)
             hard = self.hard[key]
             others = [c for c in torch.argsort(scores, stable=True).tolist() if c not in hard]

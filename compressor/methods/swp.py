@@ -47,33 +47,13 @@ ResNet-56.
 
 from __future__ import annotations
 
-import math
-from typing import Annotated, Literal
-
 import torch
 import torch.nn as nn
-from pydantic import Field
 from torch.nn.utils import parametrize
 
-from .base import MethodOptions, PruningMethod, register
-
-
-class SWPOptions(MethodOptions):
-    name: Literal["swp"]
-    epochs: Annotated[int, Field(gt=0)] = Field(10, description="Epochs of training with the Filter Skeleton.")
-    alpha: Annotated[float, Field(ge=0)] = Field(1e-5, description="Weight of the L1 term on the skeleton (--sr).")
-    threshold: Annotated[float, Field(gt=0)] = Field(
-        0.05, description="delta: skeleton entries with |I| <= delta are pruned (paper's ResNet-56 rows: 0.05 params, "
-        "0.09 FLOPs; reference README: 0.01). In mode finetune, relative to the filter's strongest stripe.")
-    mode: Literal["finetune", "scratch"] = Field(
-        "finetune", description="finetune (from a trained checkpoint): skeleton initialised from the trained stripe "
-        "norms and kept at max |I| = 1 per filter, a departure from the paper (see the method docstring); scratch: "
-        "the reference rule (I = 1, absolute delta), for the paper's long from-scratch training.")
-
-    @property
-    def allocates(self) -> bool:
-        """SWP decides what goes (stripes under delta): no ratio or target is needed."""
-        return True
+from ..config.methods import SWPOptions
+from .base import Allocation, AllocationSpace, Rounding, TrainingHooks, TrainingMethod, register
+from .soft_masks import layer_positions
 
 
 class Skeleton(nn.Module):
@@ -119,7 +99,7 @@ def rescale_filters(conv: nn.Conv2d) -> None:
     weight.mul_(scale.view(-1, 1, 1, 1))
 
 
-class StripeFreeze:
+class StripeFreeze(TrainingHooks):
     """Fine-tuning after SWP: every pruned stripe (all-zero ``W[n, :, i, j]`` of a KxK conv) stays exactly zero,
     so the dense-slim and stripe exports keep the sparsity the skeleton found."""
 
@@ -134,9 +114,6 @@ class StripeFreeze:
     def frozen(self) -> list:
         return self._frozen
 
-    def end_epoch(self, model: nn.Module, epoch: int) -> None:
-        """Nothing to re-select: the stripes were chosen by the skeleton."""
-
 
 def alive_stripes(conv: nn.Conv2d) -> torch.Tensor:
     """(N, K, K) bool: surviving stripes, from the skeleton while it is attached, else from the weight."""
@@ -145,20 +122,17 @@ def alive_stripes(conv: nn.Conv2d) -> torch.Tensor:
     return conv.weight.detach().abs().sum(dim=1) != 0
 
 
-@register
-class SWP(PruningMethod):
-    name = "swp"
+@register(SWPOptions)
+class SWP(TrainingMethod):
     summary = "stripe-wise pruning: a learnable Filter Skeleton prunes kernel positions of each filter (Meng et al.)"
     paper = "https://arxiv.org/abs/2009.14410"
-    Options = SWPOptions
-    trains = True
-    allocates = True
 
     # --------------------------------------------------------------------------------- training hooks
-    def begin(self, model: nn.Module, groups: list, final_kept=None, multiples=None, minimum: int = 1) -> None:
+    def begin(self, model: nn.Module, groups: list, final_kept: dict[str, int] | None = None,
+              rounding: Rounding | None = None) -> None:
         """Attach a skeleton to every KxK conv; remember the block-internal groups (their filters may go).
-        The kept counts, multiples and minimum of the soft methods' signature are unused: SWP decides its
-        counts at the end (``allocate``), where the rounding rules apply."""
+        The kept counts and rounding of the soft methods are unused: SWP decides its counts at the end
+        (``allocate``), where surgery rounds them."""
         self.layers = skeleton_layers(model)
         for name in self.layers:
             conv = model.get_submodule(name)
@@ -176,8 +150,6 @@ class SWP(PruningMethod):
     @torch.no_grad()
     def before_step(self, model: nn.Module) -> None:
         """After backward: add alpha * sign(I) to I's gradient, prune |I| <= delta, zero dead filters' BN."""
-        from .soft_masks import layer_positions  # lazy: soft_masks reaches the recipe, which imports methods
-
         frozen = []
         for skeleton in self.skeletons(model).values():
             if skeleton.grad is not None:
@@ -237,7 +209,7 @@ class SWP(PruningMethod):
                           for key, info in self.groups.items()}
         per_layer = self.stripe_counts(model)
         kept, total = sum(k for k, _ in per_layer.values()), sum(t for _, t in per_layer.values())
-        self.details = {**getattr(self, "details", {}), "mode": self.options.mode, "alpha": self.options.alpha,
+        self.details = {**self.details, "mode": self.options.mode, "alpha": self.options.alpha,
                         "threshold": self.options.threshold, "stripes_kept": kept, "stripes_total": total,
                         "stripe_sparsity": round(1 - kept / max(1, total), 4),
                         "layers": {n: {"stripes": k, "of": t} for n, (k, t) in per_layer.items()},
@@ -248,15 +220,10 @@ class SWP(PruningMethod):
         dead = set(self.removable.get(info.key, []))
         return torch.tensor([0.0 if c in dead else 1.0 for c in range(info.channels)])
 
-    def allocate(self, layout, cfg) -> dict[str, int]:
-        """Every filter without a stripe goes (kept counts rounded up to the plan's multiple)."""
-        kept = {}
-        for plan in layout.plans:
-            info = plan.info
-            multiple = math.lcm(cfg.round_to, info.slices)
-            keep = max(info.channels - len(self.removable.get(info.key, [])), cfg.min_channels, 1)
-            kept[info.key] = min(info.channels, math.ceil(keep / multiple) * multiple)
-        return kept
+    def allocate(self, space: AllocationSpace) -> Allocation:
+        """Every filter without a stripe goes (surgery rounds the kept counts up to the plan's multiple)."""
+        return Allocation({p.info.key: p.info.channels - len(self.removable.get(p.info.key, [])) for p in space.plans},
+                          rounding="up")
 
     def choose(self, key: str, scores: torch.Tensor, keep: int, slices: int) -> list[int]:
         return self.removable.get(key, [])[: max(0, scores.numel() - keep)]

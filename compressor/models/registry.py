@@ -24,7 +24,7 @@ from ..errors import ModelError, did_you_mean
 from . import cifar_resnet, mobilenet, resnet, vgg
 
 if TYPE_CHECKING:
-    from ..recipe import ModelConfig
+    from ..config import ModelConfig
 
 Shape = tuple[int, int, int]
 CIFAR_SHAPE: Shape = (3, 32, 32)

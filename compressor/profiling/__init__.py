@@ -9,8 +9,8 @@ Importing this package does not import torch, onnx or onnxruntime.
 
 from __future__ import annotations
 
-from .latency import BACKEND, LatencyStats, ProfilingError, latency_ratios, profile_onnxruntime
+from .latency import BACKEND, LatencyRatio, LatencyStats, ProfilingError, latency_ratios, profile_onnxruntime
 from .macs import COUNTED_OPS, Cost, LayerCost, count_onnx, count_torch
 
-__all__ = ["BACKEND", "COUNTED_OPS", "Cost", "LatencyStats", "LayerCost", "ProfilingError",
+__all__ = ["BACKEND", "COUNTED_OPS", "Cost", "LatencyRatio", "LatencyStats", "LayerCost", "ProfilingError",
            "count_onnx", "count_torch", "latency_ratios", "profile_onnxruntime"]

@@ -10,8 +10,8 @@ drift; ``spread`` says how much the rounds disagreed.
 Backends (``backends.py`` says what each one's clock covers): onnxruntime on the CPU, CUDA or TensorRT
 execution provider (:func:`profile_onnxruntime`; the GPU providers keep inputs and outputs on the device
 through I/O binding, so no host<->device copy is timed), PyTorch eager on CPU or CUDA and CUDA graphs
-(:func:`profile_torch`; CUDA events around the forward only) and serialized TensorRT engines
-(:func:`profile_tensorrt`; CUDA events around ``execute_async_v3``). :func:`profile_targets` mixes them.
+(:func:`profile_torch`; CUDA events around the forward only) and serialized TensorRT engines (CUDA events
+around ``execute_async_v3``, via :func:`profile_targets`, which mixes all of them).
 Inputs are random arrays of the artifact's own input shape, built once per batch; the garbage collector is
 paused while timing and the progress bar (hidden when ``compressor.progress.quiet()``) repaints only
 between timed blocks.
@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..artifacts import latency_files
 from ..environment import available_cores, cpu_name
 from ..errors import MissingDependencyError, OutputDirError, ProfilingError, did_you_mean
 from ..progress import quiet, track
@@ -36,7 +37,6 @@ from .backends import (
     TORCH_BACKENDS,
     OrtRunner,
     Target,
-    TensorRTRunner,
     TorchRunner,
     backend_problem,
     check_backend_name,
@@ -132,15 +132,6 @@ def profile_torch(models: dict, input_shape: Sequence[int], batch_sizes: Sequenc
         torch.backends.cudnn.benchmark = previous
 
 
-def profile_tensorrt(engines: dict[str, Path], batch_sizes: Sequence[int], warmup: int, iterations: int,
-                     repeats: int) -> list[LatencyStats]:
-    """Interleaved device latency of serialized TensorRT engines (``compressor.export.tensorrt.time_engine``)."""
-    _check_counts(engines, batch_sizes, warmup, iterations, repeats)
-    require_backend("tensorrt")
-    runners = [TensorRTRunner(name, Path(path)) for name, path in engines.items()]
-    return measure(runners, batch_sizes, warmup, iterations, repeats)
-
-
 def profile_targets(targets: Sequence[Target], batch_sizes: Sequence[int], threads: int | None, warmup: int,
                     iterations: int, repeats: int) -> list[LatencyStats]:
     """Interleaved latency of files on any mix of backends (``backends.plan_targets`` makes the targets)."""
@@ -169,8 +160,30 @@ def measure(runners: Sequence, batch_sizes: Sequence[int], warmup: int, iteratio
     return [_stats(runners[i], batch, warmup, iterations, samples[(i, batch)], versions[i]) for i, batch in pairs]
 
 
-def latency_ratios(stats: list[LatencyStats], reference: str) -> list[dict]:
-    """Per other artifact and batch: median over rounds of (artifact round p50 / reference round p50)."""
+@dataclass(frozen=True)
+class LatencyRatio:
+    """One artifact against a reference on one backend and batch: the median over rounds of (artifact round
+    p50 / reference round p50), its inverse, and how much the rounds' ratios disagreed."""
+
+    artifact: str
+    reference: str
+    batch: int
+    ratio: float
+    speedup: float
+    spread: float  # (largest - smallest round ratio) / ratio
+    backend: str
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> LatencyRatio:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+
+
+def latency_ratios(stats: list[LatencyStats], reference: str) -> list[LatencyRatio]:
+    """Per other artifact and batch: median over rounds of (artifact round p50 / reference round p50).
+    ``stats`` are those of one backend."""
     by_key = {(s.artifact, s.batch): s for s in stats}
     names = sorted({s.artifact for s in stats})
     if reference not in names:
@@ -185,20 +198,21 @@ def latency_ratios(stats: list[LatencyStats], reference: str) -> list[dict]:
         if not per_round:
             continue
         ratio = statistics.median(per_round)
-        rows.append({"artifact": s.artifact, "reference": reference, "batch": s.batch, "ratio": ratio,
-                     "speedup": 1.0 / ratio if ratio > 0 else float("inf"),
-                     "spread": (max(per_round) - min(per_round)) / ratio if ratio > 0 else 0.0})
+        rows.append(LatencyRatio(artifact=s.artifact, reference=reference, batch=s.batch, ratio=ratio,
+                                 speedup=1.0 / ratio if ratio > 0 else float("inf"),
+                                 spread=(max(per_round) - min(per_round)) / ratio if ratio > 0 else 0.0,
+                                 backend=s.backend))
     return rows
 
 
-def ratios_per_backend(stats: list[LatencyStats]) -> list[dict]:
+def ratios_per_backend(stats: list[LatencyStats]) -> list[LatencyRatio]:
     """latency_ratios against the first artifact, separately on each backend with more than one artifact."""
     rows = []
     for backend in dict.fromkeys(s.backend for s in stats):
         same = [s for s in stats if s.backend == backend]
         names = list(dict.fromkeys(s.artifact for s in same))
         if len(names) > 1:
-            rows += [{**row, "backend": backend} for row in latency_ratios(same, reference=names[0])]
+            rows += latency_ratios(same, reference=names[0])
     return rows
 
 
@@ -213,7 +227,7 @@ def environment(stats: Sequence[LatencyStats]) -> dict:
 
 
 def write_profile(stats: list[LatencyStats], out_dir: Path, title: str = "",
-                  ratios: list[dict] | None = None) -> dict[str, Path | str]:
+                  ratios: list[LatencyRatio] | None = None) -> dict[str, Path | str]:
     """``out_dir/latency.json`` (stats, ratios, environment) and ``out_dir/latency.png``.
 
     Returns name -> path; without matplotlib the plot is left out and ``"png"`` holds the reason instead.
@@ -223,13 +237,15 @@ def write_profile(stats: list[LatencyStats], out_dir: Path, title: str = "",
 
     out_dir = Path(out_dir)
     created = not out_dir.exists()
-    data = {"stats": [s.to_json() for s in stats], "ratios": ratios if ratios is not None else ratios_per_backend(stats),
+    ratios = ratios if ratios is not None else ratios_per_backend(stats)
+    data = {"stats": [s.to_json() for s in stats], "ratios": [r.to_json() for r in ratios],
             "environment": environment(stats)}
+    json_path, png_path = latency_files(out_dir)
     written: dict[str, Path | str] = {}
     try:
-        written["json"] = write_json(out_dir / "latency.json", data)
+        written["json"] = write_json(json_path, data)
         try:
-            written["png"] = plot_latency(stats, out_dir / "latency.png", title=title)
+            written["png"] = plot_latency(stats, png_path, title=title)
         except MissingDependencyError as exc:
             written["png"] = str(exc)
     except OSError as exc:

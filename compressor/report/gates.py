@@ -1,33 +1,51 @@
 """Gates: the limits a run must meet for ``compress run`` to exit 0 (CI fails the job otherwise).
 
-Every gate is a row {name, limit, value, passed, detail}. Parity gates are always on: an exported file
-whose outputs differ from PyTorch by more than ``export.parity_tolerance`` is not deployable.
+Every gate is a :class:`GateResult` {name, limit, value, passed, detail}. Parity gates are always on: an
+exported file whose outputs differ from PyTorch by more than ``export.parity_tolerance`` is not deployable.
 """
 
 from __future__ import annotations
 
-from ..recipe import ExportConfig, GatesConfig
+import statistics
+from dataclasses import asdict, dataclass
+
+from .. import artifacts
+from ..config import ExportConfig, GatesConfig, LatencyGate
+from ..stages import Exported, Profiled, Results
 
 
-def gate(name: str, limit: float, value: float | None, passed: bool, detail: str) -> dict:
-    return {"name": name, "limit": limit, "value": value, "passed": bool(passed), "detail": detail}
+@dataclass(frozen=True)
+class GateResult:
+    name: str
+    limit: float
+    value: float | None  # None: not measured (the gate fails)
+    passed: bool
+    detail: str  # how the value was measured
+
+    def to_json(self) -> dict:
+        return asdict(self)
 
 
-def evaluate_gates(cfg: GatesConfig, export_cfg: ExportConfig, baseline, tuned, exported, profiled) -> list[dict]:
-    rows = _parity_gates(export_cfg, baseline, exported)
+def gate(name: str, limit: float, value: float | None, passed: bool, detail: str) -> GateResult:
+    return GateResult(name=name, limit=limit, value=value, passed=bool(passed), detail=detail)
+
+
+def evaluate_gates(cfg: GatesConfig, export_cfg: ExportConfig, results: Results) -> list[GateResult]:
+    baseline, tuned, exported = results.baseline, results.tuned, results.exported
+    rows = _parity_gates(export_cfg, results)
     if cfg.max_accuracy_drop is not None:
         drop = baseline.test.accuracy - tuned.test.accuracy
         rows.append(gate("max_accuracy_drop", cfg.max_accuracy_drop, round(drop, 4), drop <= cfg.max_accuracy_drop,
                          f"top-1 {baseline.test.accuracy:.2f}% -> {tuned.test.accuracy:.2f}% on the test split "
                          f"({tuned.test.images} images)"))
     if cfg.min_macs_reduction_pct is not None:
-        value, source = macs_reduction(baseline, exported)
+        value, source = macs_reduction(results)
         rows.append(gate("min_macs_reduction_pct", cfg.min_macs_reduction_pct, round(value, 3),
                          value >= cfg.min_macs_reduction_pct, f"MACs counted on {source}"))
     for limit in cfg.max_latency_ms:
-        rows.append(_latency_gate(limit, profiled))
+        rows.append(_latency_gate(limit, results.profiled))
     if cfg.max_variant_accuracy_drop is not None:
-        for precision, variant in exported.variants.items():
+        for precision, variant in (exported.variants if exported is not None else {}).items():
             drop = tuned.test.accuracy - variant.accuracy
             rows.append(gate(f"max_variant_accuracy_drop[{precision}]", cfg.max_variant_accuracy_drop, round(drop, 4),
                              drop <= cfg.max_variant_accuracy_drop,
@@ -36,16 +54,21 @@ def evaluate_gates(cfg: GatesConfig, export_cfg: ExportConfig, baseline, tuned, 
     return rows
 
 
-def macs_reduction(baseline, exported) -> tuple[float, str]:
+def macs_reduction(results: Results) -> tuple[float, str]:
     """MACs reduction in percent, counted on the exported ONNX graphs when they exist."""
-    if baseline.onnx is not None and exported.onnx is not None:
+    baseline, exported = results.baseline, results.exported
+    if baseline.onnx is not None and exported is not None:
         return 100.0 * (1 - exported.onnx.macs / baseline.onnx.macs), "the exported ONNX graphs"
-    return 100.0 * (1 - exported.macs_torch / baseline.macs_torch), "the PyTorch modules (export disabled)"
+    return 100.0 * (1 - results.tuned.macs_torch / baseline.macs_torch), "the PyTorch modules (export disabled)"
 
 
-def _parity_gates(export_cfg: ExportConfig, baseline, exported) -> list[dict]:
+def _parity_gates(export_cfg: ExportConfig, results: Results) -> list[GateResult]:
+    exported: Exported | None = results.exported
+    checked = [("baseline", results.baseline.onnx)]
+    if exported is not None:
+        checked += [("pruned", exported.onnx), ("stripe", exported.stripe)]
     rows = []
-    for name, artifact in (("baseline", baseline.onnx), ("pruned", exported.onnx), ("stripe", exported.stripe)):
+    for name, artifact in checked:
         if artifact is not None:
             rows.append(gate(f"parity:{name}", export_cfg.parity_tolerance, artifact.max_abs_diff,
                              artifact.max_abs_diff <= export_cfg.parity_tolerance,
@@ -53,14 +76,12 @@ def _parity_gates(export_cfg: ExportConfig, baseline, exported) -> list[dict]:
     return rows
 
 
-def _latency_gate(limit, profiled) -> dict:
+def _latency_gate(limit: LatencyGate, profiled: Profiled | None) -> GateResult:
     """The median of the per-round medians (rounds interleaved with the other artifacts) against the limit;
     the detail says how much the rounds disagreed and flags a verdict that lies inside that noise."""
-    import statistics
-
-    which = "" if limit.artifact == "pruned_onnx" else f"{limit.artifact}, "
+    which = "" if limit.artifact == artifacts.PRUNED_ONNX else f"{limit.artifact}, "
     name = f"max_latency_ms[{which}{limit.backend}, batch {limit.batch}]"
-    for stats in profiled.stats:
+    for stats in profiled.stats if profiled is not None else ():
         if stats.artifact == limit.artifact and stats.backend == limit.backend and stats.batch == limit.batch:
             value = statistics.median(stats.round_p50_ms) if stats.round_p50_ms else stats.p50_ms
             spread = _spread(stats.round_p50_ms)

@@ -68,7 +68,7 @@ def _latency(r: dict) -> str:
     text = "## Latency\n\n" + table(["artifact", "backend", "batch", "threads", "p50 ms", "p90 ms", "p99 ms",
                                      "images/s"], rows)
     if r["latency_ratios"]:
-        ratio_rows = [[x["artifact"], x.get("reference", "baseline_onnx"), x.get("backend", "onnxruntime-cpu"),
+        ratio_rows = [[x["artifact"], x["reference"], x["backend"],
                        x["batch"], x["ratio"], x["speedup"], f"{x['spread']:.1%}"] for x in r["latency_ratios"]]
         text += ("\n\nMeasured side by side in one process, interleaved rounds; ratio = median over rounds of "
                  "(artifact p50 / reference p50).\n\n"

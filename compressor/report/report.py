@@ -4,24 +4,28 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .. import artifacts
 from .._io import write_json, write_text
-from ..export.deploy import named_deployables
-from ..recipe import SCHEMA_VERSION, Recipe
-from .gates import macs_reduction
+from ..artifacts import RunLayout
+from ..config import SCHEMA_VERSION, Recipe
+from ..export.deploy import EngineArtifact, VariantArtifact
+from ..stages import Exported, Inputs, Results
+from .gates import GateResult, macs_reduction
 from .markdown import render_markdown
 
 MACS_RULE = ("MACs: multiply-accumulates of every Conv, ConvTranspose, Gemm and MatMul executed in the graph, "
              "per image; BatchNorm, activations and pooling are not counted")
 
 
-def build_report(recipe: Recipe, recipe_path, out: Path, inputs, baseline, pruned, tuned, exported, profiled,
-                 gates: list[dict], timings: dict) -> dict:
-    macs_pct, macs_source = macs_reduction(baseline, exported)
-    base_cost, new_cost = _costs(baseline, exported)
+def build_report(recipe: Recipe, recipe_path, layout: RunLayout, inputs: Inputs, results: Results,
+                 gates: list[GateResult], timings: dict) -> dict:
+    baseline, pruned, tuned, profiled = results.baseline, results.pruned, results.tuned, results.profiled
+    macs_pct, macs_source = macs_reduction(results)
+    base_cost, new_cost = _costs(results)
     report = {
         "schema_version": SCHEMA_VERSION,
         "recipe": {"name": recipe.name, "path": str(recipe_path) if recipe_path else None,
-                   "resolved": "recipe.resolved.yaml", "seed": recipe.seed},
+                   "resolved": layout.resolved_recipe.name, "seed": recipe.seed},
         "method": {"name": recipe.method.name, "options": recipe.method.model_dump(mode="json")},
         "model": {"arch": recipe.model.arch, "input_shape": list(inputs.input_shape),
                   "checkpoint": str(recipe.model.checkpoint) if recipe.model.checkpoint else None},
@@ -36,14 +40,14 @@ def build_report(recipe: Recipe, recipe_path, out: Path, inputs, baseline, prune
         "widths": list(pruned.surgery.widths),
         "finetune": {"epochs": recipe.finetune.epochs, "best_epoch": tuned.result.best_epoch,
                      "log": [vars(e) for e in tuned.result.epochs]},
-        "artifacts": _artifacts(out, baseline, tuned, exported, profiled),
-        "parity": _parity(baseline, exported),
-        "stripe": _stripe(exported),
-        "deploy": _deploy(baseline, exported),
-        "latency": [s.to_json() for s in profiled.stats],
-        "latency_ratios": list(profiled.ratios),
-        "gates": gates,
-        "passed": all(g["passed"] for g in gates),
+        "artifacts": _artifacts(layout, results),
+        "parity": _parity(results),
+        "stripe": _stripe(results.exported),
+        "deploy": _deploy(results),
+        "latency": [s.to_json() for s in profiled.stats] if profiled else [],
+        "latency_ratios": [r.to_json() for r in profiled.ratios] if profiled else [],
+        "gates": [g.to_json() for g in gates],
+        "passed": all(g.passed for g in gates),
         "timings": {k: round(v, 3) for k, v in timings.items()},
         "counting": MACS_RULE,
         "data": {"train": inputs.loaders.num_train, "val": inputs.loaders.num_val, "test": inputs.loaders.num_test,
@@ -52,22 +56,23 @@ def build_report(recipe: Recipe, recipe_path, out: Path, inputs, baseline, prune
     return report
 
 
-def write_report(out: Path, report: dict) -> None:
+def write_report(layout: RunLayout, report: dict) -> None:
     """``report.md`` first, then ``report.json`` (the marker of a finished run)."""
-    report["artifacts"]["report_md"] = "report.md"
-    report["artifacts"]["report_json"] = "report.json"
-    write_text(out / "report.md", render_markdown(report))
-    write_json(out / "report.json", report)
+    report["artifacts"]["report_md"] = layout.report_md.name
+    report["artifacts"]["report_json"] = layout.report_json.name
+    write_text(layout.report_md, render_markdown(report))
+    write_json(layout.report_json, report)
 
 
-def _costs(baseline, exported) -> tuple[dict, dict]:
-    if baseline.onnx is not None and exported.onnx is not None:
+def _costs(results: Results) -> tuple[dict, dict]:
+    baseline, tuned, exported = results.baseline, results.tuned, results.exported
+    if baseline.onnx is not None and exported is not None:
         return ({"macs": baseline.onnx.macs, "params": baseline.onnx.params, "macs_torch": baseline.macs_torch,
                  "params_torch": baseline.params_torch},
-                {"macs": exported.onnx.macs, "params": exported.onnx.params, "macs_torch": exported.macs_torch,
-                 "params_torch": exported.params_torch})
+                {"macs": exported.onnx.macs, "params": exported.onnx.params, "macs_torch": tuned.macs_torch,
+                 "params_torch": tuned.params_torch})
     return ({"macs": baseline.macs_torch, "params": baseline.params_torch},
-            {"macs": exported.macs_torch, "params": exported.params_torch})
+            {"macs": tuned.macs_torch, "params": tuned.params_torch})
 
 
 def _pruning_section(recipe: Recipe, pruned) -> dict:
@@ -90,58 +95,56 @@ def _compensation(steps: tuple[dict, ...]) -> dict:
             "skipped": {k: v for s in steps for k, v in s["skipped"].items()}, "images": max(s["images"] for s in steps)}
 
 
-def _artifacts(out: Path, baseline, tuned, exported, profiled) -> dict:
-    paths = {"recipe": out / "recipe.resolved.yaml", "env": out / "env.json"}
-    if baseline.onnx is not None:
-        paths["baseline_onnx"] = baseline.onnx.path
-    if exported.onnx is not None:
-        paths["pruned_onnx"] = exported.onnx.path
-    if exported.stripe is not None:
-        paths["stripe_onnx"] = exported.stripe.path
-        paths["stripe_layers"] = exported.stripe.path.parent / "stripe_layers.json"
-    for name, artifact in named_deployables(baseline, exported).items():
+def _artifacts(layout: RunLayout, results: Results) -> dict:
+    exported = results.exported
+    paths = {"recipe": layout.resolved_recipe, "env": layout.env}
+    if results.baseline.onnx is not None:
+        paths[artifacts.BASELINE_ONNX] = results.baseline.onnx.path
+    if exported is not None:
+        paths[artifacts.PRUNED_ONNX] = exported.onnx.path
+    if exported is not None and exported.stripe is not None:
+        paths[artifacts.STRIPE_ONNX] = exported.stripe.path
+        paths["stripe_layers"] = layout.stripe_layers
+    for name, artifact in results.deployables.items():
         paths[name] = artifact.path
-        if hasattr(artifact, "log"):
+        if isinstance(artifact, EngineArtifact):
             paths[f"{name}_build_log"] = artifact.log
-    paths["pruned_state_dict"] = tuned.files["state_dict"]
-    paths["pruning_history"] = tuned.files["history"]
-    paths["widths"] = out / "pruned" / "widths.json"
-    if profiled.stats:
-        paths["latency"] = out / "profile" / "latency.json"
-        if (out / "profile" / "latency.png").is_file():
-            paths["latency_plot"] = out / "profile" / "latency.png"
-    return {name: str(Path(p).resolve().relative_to(out.resolve())) for name, p in paths.items()}
+    paths["pruned_state_dict"] = results.tuned.files["state_dict"]
+    paths["pruning_history"] = results.tuned.files["history"]
+    paths["widths"] = layout.widths
+    if results.profiled is not None and results.profiled.stats:
+        paths["latency"] = layout.latency_json
+        if layout.latency_png.is_file():
+            paths["latency_plot"] = layout.latency_png
+    root = layout.root.resolve()
+    return {name: str(Path(p).resolve().relative_to(root)) for name, p in paths.items()}
 
 
-def _parity(baseline, exported) -> dict:
+def _parity(results: Results) -> dict:
     found = {}
-    if baseline.onnx is not None:
-        found["baseline_onnx"] = baseline.onnx.max_abs_diff
-    if exported.onnx is not None:
-        found["pruned_onnx"] = exported.onnx.max_abs_diff
-    if exported.stripe is not None:
-        found["stripe_onnx"] = exported.stripe.max_abs_diff
-    for name, artifact in named_deployables(baseline, exported).items():
+    if results.baseline.onnx is not None:
+        found[artifacts.BASELINE_ONNX] = results.baseline.onnx.max_abs_diff
+    if results.exported is not None:
+        found[artifacts.PRUNED_ONNX] = results.exported.onnx.max_abs_diff
+        if results.exported.stripe is not None:
+            found[artifacts.STRIPE_ONNX] = results.exported.stripe.max_abs_diff
+    for name, artifact in results.deployables.items():
         found[name] = artifact.max_abs_diff  # variants: vs the FP32 ONNX; engines: vs onnxruntime
     return found
 
 
-def _deploy(baseline, exported) -> dict:
+def _deploy(results: Results) -> dict:
     """Per precision: top-1 of the baseline and pruned variants on onnxruntime CPU, and the engines."""
-    variants = {}
-    for name, v in named_deployables(baseline, exported).items():
-        if not name.endswith("_engine"):
-            variants[name] = v.to_json()
-    return {"variants": variants,
-            "engines": {name: e.to_json() for name, e in named_deployables(baseline, exported).items()
-                        if name.endswith("_engine")},
+    named = results.deployables
+    return {"variants": {name: v.to_json() for name, v in named.items() if isinstance(v, VariantArtifact)},
+            "engines": {name: e.to_json() for name, e in named.items() if isinstance(e, EngineArtifact)},
             "note": "variant accuracy is top-1 on the test split computed by onnxruntime CPU; variant parity is "
                     "against the FP32 ONNX file, engine parity against onnxruntime on the same images"}
 
 
-def _stripe(exported) -> dict | None:
+def _stripe(exported: Exported | None) -> dict | None:
     """The stripe graph: its MACs/params on the graph and the per-layer choice (see export/hybrid.py)."""
-    art = exported.stripe
+    art = exported.stripe if exported is not None else None
     if art is None:
         return None
     return {"path": art.path.name, "macs": art.macs, "params": art.params, "max_abs_diff": art.max_abs_diff,

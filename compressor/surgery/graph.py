@@ -52,10 +52,6 @@ class GroupInfo:
     norm_slots: dict = field(default_factory=dict, compare=False, repr=False)  # BatchNorm -> Slots
     custom_slots: dict = field(default_factory=dict, compare=False, repr=False)  # custom layer -> Slots (outputs)
 
-    @property
-    def layers(self) -> tuple[str, ...]:
-        return self.producers
-
 
 def example_input(input_shape: tuple[int, int, int], device: torch.device | str = "cpu") -> torch.Tensor:
     return torch.randn(1, *input_shape, device=device)

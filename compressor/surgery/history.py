@@ -14,12 +14,11 @@ import torch
 import torch.nn as nn
 
 from .._io import save_torch, write_json
+from ..artifacts import HISTORY_FILE, STATE_FILE, RunLayout
 from ..errors import CheckpointError
 from .graph import build_graph, example_input
 
 HISTORY_FORMAT = 1
-HISTORY_FILE = "pruning_history.json"
-STATE_FILE = "model.pt"
 
 
 def save_pruned(folder: Path, model: nn.Module, history: list, model_config: dict, num_classes: int,
@@ -42,12 +41,12 @@ def replay(model: nn.Module, history: list, input_shape: tuple[int, int, int]) -
 
 def load_pruned(folder: Path) -> nn.Module:
     """Rebuild a pruned model from a run's ``pruned/`` folder (or the run folder itself)."""
+    from ..config import ModelConfig
     from ..models import build_model
-    from ..recipe import ModelConfig
 
     folder = Path(folder)
-    if (folder / "pruned" / HISTORY_FILE).is_file():
-        folder = folder / "pruned"
+    if RunLayout(folder).history.is_file():
+        folder = RunLayout(folder).pruned
     path = folder / HISTORY_FILE
     if not path.is_file():
         raise CheckpointError(f"{path} not found: point at a run folder or its pruned/ subfolder")

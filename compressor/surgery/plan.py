@@ -4,6 +4,8 @@ A plan is computed from scores (one per channel, higher = keep) that a method pr
 unpruned model. Rounding is ours, not torch-pruning's (its ``round_to`` silently skips groups containing a
 grouped conv, DESIGN.md §5): the kept count of every group is a multiple of ``round_to`` and of the number
 of grouped-conv slices, and in a grouped conv the same positions are removed from every slice.
+:class:`Rounding` is the only place these rules live; methods that propose counts get an instance of it
+(``methods.base.Rounding``), never the rules.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..recipe import PruningConfig
+from ..config import PruningConfig
 from .graph import GroupInfo, match_name
 
 
@@ -53,13 +55,55 @@ def _first_rule(info: GroupInfo, cfg: PruningConfig) -> tuple[int, float] | None
 
 def kept_channels(channels: int, ratio: float, multiple: int, minimum: int) -> int:
     """Channels kept when removing ``ratio`` of ``channels``: floor(ratio x channels) go, as in HRank's and
-    torch-pruning's code; then rounded to a multiple, never below ``minimum``."""
+    torch-pruning's code; then rounded to the nearest multiple, never below ``minimum``."""
     if ratio <= 0:
         return channels
-    keep = channels - math.floor(ratio * channels + 1e-9)
+    return _nearest(channels - math.floor(ratio * channels + 1e-9), channels, multiple, minimum)
+
+
+def _nearest(keep: int | float, channels: int, multiple: int, minimum: int) -> int:
     keep = max(multiple, int(round(keep / multiple)) * multiple)
     keep = max(keep, math.ceil(minimum / multiple) * multiple)
     return min(keep, channels)
+
+
+@dataclass(frozen=True)
+class Rounding:
+    """Which kept counts a group may take: multiples of lcm(``round_to``, its grouped-conv slices), at least
+    ``min_channels`` (and one multiple), or all its channels."""
+
+    round_to: int = 1
+    min_channels: int = 1
+
+    @classmethod
+    def of(cls, cfg: PruningConfig) -> Rounding:
+        return cls(cfg.round_to, cfg.min_channels)
+
+    def multiple(self, info: GroupInfo) -> int:
+        return math.lcm(self.round_to, info.slices)
+
+    def for_ratio(self, info: GroupInfo, ratio: float) -> int:
+        """The kept count when ``ratio`` of the group's channels go (:func:`kept_channels`)."""
+        return kept_channels(info.channels, ratio, self.multiple(info), self.min_channels)
+
+    def up(self, info: GroupInfo, keep: int) -> int:
+        """The smallest allowed count holding ``keep`` channels: a channel a method kept is never dropped."""
+        multiple = self.multiple(info)
+        return min(info.channels, math.ceil(max(keep, self.min_channels, 1) / multiple) * multiple)
+
+    def nearest(self, info: GroupInfo, keep: int) -> int:
+        """The allowed count nearest to ``keep``."""
+        return _nearest(keep, info.channels, self.multiple(info), self.min_channels)
+
+    def apply(self, info: GroupInfo, keep: int, how: str) -> int:
+        """``keep`` rounded ``up`` or to the ``nearest`` allowed count (a method's :class:`Allocation`)."""
+        return self.up(info, keep) if how == "up" else self.nearest(info, keep)
+
+    def ladder(self, info: GroupInfo) -> list[int]:
+        """Every count the group may keep: multiples of its step from its minimum, and its full width."""
+        step = self.multiple(info)
+        low = max(step, math.ceil(self.min_channels / step) * step)
+        return sorted({*range(low, info.channels + 1, step), info.channels})
 
 
 def select_pruned(scores: torch.Tensor, keep: int, slices: int = 1) -> list[int]:
@@ -80,10 +124,9 @@ def select_pruned(scores: torch.Tensor, keep: int, slices: int = 1) -> list[int]
     return sorted(s * size + j for s in range(slices) for j in drop)
 
 
-def kept_counts(plans: list[GroupPlan], round_to: int, minimum: int, global_ratio: float) -> dict[str, int]:
+def kept_counts(plans: list[GroupPlan], rounding: Rounding, global_ratio: float) -> dict[str, int]:
     """Channels each group keeps: its rule's ratio, or ``global_ratio`` for the others, rounded."""
-    return {p.info.key: kept_channels(p.info.channels, p.ratio if p.fixed else global_ratio,
-                                      math.lcm(round_to, p.info.slices), minimum) for p in plans}
+    return {p.info.key: rounding.for_ratio(p.info, p.ratio if p.fixed else global_ratio) for p in plans}
 
 
 def selection(plans: list[GroupPlan], scores: dict[str, torch.Tensor], kept: dict[str, int]) -> dict[str, list[int]]:

@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
+from ..config import PruningConfig
 from ..errors import SurgeryError
 from ..methods.base import PruningMethod
-from ..recipe import PruningConfig
+from .allocation import Space, settle
 from .compensate import CompensationResult, compensate
 from .cost import CostModel
 from .graph import GroupInfo, build_graph, describe_groups, example_input, find_heads, select_layers
@@ -43,8 +44,7 @@ class GroupResult:
 
 @dataclass(frozen=True)
 class Surgery:
-    model: nn.Module
-    history: list
+    history: list  # torch-pruning's steps [root layer, output side, removed indices], replayable (surgery.history)
     groups: tuple[GroupResult, ...]
     skipped: dict[str, str]  # group key -> why it was not pruned
     widths: tuple[dict, ...]
@@ -146,11 +146,13 @@ def decide(model: nn.Module, input_shape: tuple[int, int, int], method: PruningM
         if ctx is None:
             raise ValueError(f"method {method.name} needs calibration data")
         method.calibrate(model, [info for info, _ in layout.groups], ctx)
-    kept = method.allocate(layout, cfg)
-    if kept is not None:
-        plan, allocation = Plan(kept, cfg.ratio or 0.0, (), (), layout.cost.reduction_pct(kept)), "method"
+    space = Space.of(layout.plans, layout.cost, cfg)
+    allocation = method.allocate(space)
+    if allocation is not None:
+        kept = settle(allocation, space)
+        plan, allocated_by = Plan(kept, cfg.ratio or 0.0, (), (), layout.cost.reduction_pct(kept)), "method"
     else:
-        plan, allocation = plan_counts(layout, cfg), "recipe"
+        plan, allocated_by = plan_counts(layout, cfg), "recipe"
     scores = _score(method, layout.groups)
     chosen = {}
     for p in layout.plans:
@@ -159,7 +161,7 @@ def decide(model: nn.Module, input_shape: tuple[int, int, int], method: PruningM
         idxs = select_pruned(scores[key], plan.kept[key], p.info.slices) if idxs is None else idxs
         if idxs:
             chosen[key] = idxs
-    return Decision(layout, plan, chosen, original, example, allocation)
+    return Decision(layout, plan, chosen, original, example, allocated_by)
 
 
 def carry_out(model: nn.Module, decision: Decision, method: PruningMethod, cfg: PruningConfig, ctx=None,
@@ -187,7 +189,7 @@ def summarize(model: nn.Module, decision: Decision, cfg: PruningConfig, history:
     shape = tuple(decision.example.shape[1:])
     before, after = count_torch(decision.original, shape).macs, count_torch(model, shape).macs
     _check_cost_model(decision, before, after)
-    return Surgery(model=model, history=history, groups=_results(decision),
+    return Surgery(history=history, groups=_results(decision),
                    skipped=decision.layout.skipped, widths=width_table(decision.original, model),
                    global_ratio=decision.plan.ratio, macs_before=before, macs_after=after, search=decision.plan.trials,
                    compensation=tuple(c.to_json() for c in compensations), allocation=decision.allocation)

@@ -14,10 +14,10 @@ import itertools
 import math
 from dataclasses import dataclass
 
+from ..config import PruningConfig
 from ..errors import SurgeryError
-from ..recipe import PruningConfig
 from .cost import CostModel
-from .plan import GroupPlan, kept_counts
+from .plan import GroupPlan, Rounding, kept_counts
 
 TOLERANCE_PCT = 1.0  # the achieved MACs reduction must be this close to the target
 EXHAUSTIVE_LIMIT = 20_000  # search every combination of kept counts below this many
@@ -43,7 +43,7 @@ class Plan:
 
 
 def plan_for_ratio(plans: list[GroupPlan], cost: CostModel, cfg: PruningConfig, ratio: float) -> Plan:
-    kept = kept_counts(plans, cfg.round_to, cfg.min_channels, ratio)
+    kept = kept_counts(plans, Rounding.of(cfg), ratio)
     return Plan(kept, ratio, (), (), cost.reduction_pct(kept))
 
 
@@ -52,7 +52,7 @@ def plan_for_target(plans: list[GroupPlan], cost: CostModel, cfg: PruningConfig)
     trials: list[dict] = []
 
     def evaluate(ratio: float) -> tuple[dict[str, int], float]:
-        kept = kept_counts(plans, cfg.round_to, cfg.min_channels, ratio)
+        kept = kept_counts(plans, Rounding.of(cfg), ratio)
         value = cost.reduction_pct(kept, metric)
         trials.append({"ratio": round(ratio, 6), f"{metric}_reduction_pct": round(value, 3)})
         return kept, value
@@ -73,7 +73,7 @@ def plan_for_target(plans: list[GroupPlan], cost: CostModel, cfg: PruningConfig)
     if abs(value - target) <= TOLERANCE_PCT:
         return Plan(kept, lo, (), tuple(trials), value)
     kept = local_search(kept, plans, cost, cfg, metric, target)
-    moved = tuple(k for k, v in kept.items() if v != kept_counts(plans, cfg.round_to, cfg.min_channels, lo)[k])
+    moved = tuple(k for k, v in kept.items() if v != kept_counts(plans, Rounding.of(cfg), lo)[k])
     return Plan(kept, lo, moved, tuple(trials), cost.reduction_pct(kept, metric))
 
 
@@ -82,7 +82,7 @@ def local_search(kept: dict[str, int], plans: list[GroupPlan], cost: CostModel, 
     """Among the plans within the tolerance reachable by rounding steps from ``kept`` (all of them when few):
     the most uniform one, or with an ``anchor`` plan the closest to it (a method's own allocation);
     raises SurgeryError when none is within the tolerance."""
-    ladders = {p.info.key: _ladder(p, cfg) for p in plans if not p.fixed}
+    ladders = {p.info.key: Rounding.of(cfg).ladder(p.info) for p in plans if not p.fixed}
     channels = {p.info.key: p.info.channels for p in plans}
 
     def shape(k: dict[str, int]) -> float:
@@ -123,13 +123,6 @@ def _beam(kept: dict[str, int], ladders: dict[str, list[int]], rank) -> dict[str
             break
         beam = sorted(beam + fresh, key=rank)[:BEAM_WIDTH]
     return beam[0]
-
-
-def _ladder(plan: GroupPlan, cfg: PruningConfig) -> list[int]:
-    """The kept counts a group may take: multiples of its rounding step from its minimum, and its full width."""
-    step = math.lcm(cfg.round_to, plan.info.slices)
-    low = max(step, math.ceil(cfg.min_channels / step) * step)
-    return sorted({*range(low, plan.info.channels + 1, step), plan.info.channels})
 
 
 def _moves(kept: dict[str, int], ladders: dict[str, list[int]]):

@@ -2,10 +2,11 @@
 decay, label smoothing; the epoch with the best *validation* accuracy is kept (never chosen on test).
 The optimizer is built here, after surgery, so it only ever sees the pruned parameters.
 
-Training-time methods (SFP/HFP/GHFP) train through the same loop with :class:`TrainingHooks`: they name
-frozen parameter elements (no gradient, no momentum, no weight-decay drift: their gradients are zeroed
-before every step, the elements re-zeroed and their momentum cleared after it) and are called at the end of
-every epoch. The optimizer stays here; methods never see it.
+Training-time methods (SFP/HFP/GHFP, SWP) train through the same loop as its
+:class:`~compressor.methods.base.TrainingHooks`: they name frozen parameter elements (no gradient, no
+momentum, no weight-decay drift: their gradients are zeroed before every step, the elements re-zeroed and
+their momentum cleared after it) and are called around every step and at the end of every epoch. The
+optimizer stays here; methods never see it.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..config import FinetuneConfig
 from ..errors import TrainingError
+from ..methods.base import TrainingHooks
 from ..progress import StatusBar, log
-from ..recipe import FinetuneConfig
 from . import distributed
 from .checkpoint import load_checkpoint, restore_rng, save_checkpoint, seed_epoch
 from .evaluate import evaluate_sharded
@@ -35,30 +37,6 @@ class EpochLog:
     train_accuracy: float
     val_accuracy: float
     seconds: float
-
-
-class TrainingHooks:
-    """What a training-time method plugs into the loop; the defaults do nothing."""
-
-    def frozen(self) -> list[tuple[torch.nn.Parameter, torch.Tensor]]:
-        """(parameter, boolean mask of its frozen elements): kept exactly zero and untouched by the optimizer."""
-        return []
-
-    def before_step(self, model: nn.Module) -> None:  # noqa: B027 (optional hook)
-        """Called after ``backward`` and before the optimizer step (e.g. to add a sub-gradient)."""
-
-    def after_step(self, model: nn.Module) -> None:  # noqa: B027 (optional hook)
-        """Called after every optimizer step (e.g. a function-preserving re-parametrisation)."""
-
-    def end_epoch(self, model: nn.Module, epoch: int) -> None:  # noqa: B027 (optional hook)
-        """Called after every epoch's optimizer steps, before validation (1-based epoch)."""
-
-    def state_dict(self) -> dict:
-        """The method's own state for an epoch checkpoint (masks, history); plain Python values only."""
-        return {}
-
-    def load_state(self, model: nn.Module, state: dict) -> None:  # noqa: B027 (optional hook)
-        """Take back :meth:`state_dict`'s output, after the model's weights were restored."""
 
 
 @dataclass(frozen=True)
@@ -96,31 +74,26 @@ def finetune(model: nn.Module, train_loader, val_loader, cfg: FinetuneConfig, de
     start = time.perf_counter()
     if cfg.epochs == 0:
         return FinetuneResult(epochs=(), best_epoch=None, best_val_accuracy=None, seconds=0.0)
-    hooks, options = hooks or TrainingHooks(), options or LoopOptions()
+    options = options or LoopOptions()
     if cfg.distill is not None and options.teacher is None:
         raise ValueError("finetune.distill is set but no teacher model was given")
-    train_loader = distributed.shard_train_loader(train_loader, options.seed)
-    net = distributed.wrap(model, device)
-    steps = _steps_per_epoch(train_loader, cfg)
-    optimizer = build_optimizer(model, cfg)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, steps))
+    loop = _Loop.build(model, train_loader, val_loader, cfg, device, hooks or TrainingHooks(), options)
     logs, best = [], None
-    resumed = _resume(options.checkpoint, model, optimizer, scheduler, hooks)
+    resumed = _resume(options.checkpoint, loop)
     if resumed:
         logs, best = [EpochLog(**e) for e in resumed["logs"]], resumed["best"]
         log(f"  resumed after epoch {resumed['epoch']}/{cfg.epochs} from {options.checkpoint}")
     for epoch in range(len(logs) + 1, cfg.epochs + 1):
-        seed_epoch(train_loader, options.seed, options.name, epoch, distributed.rank())
-        entry = _train_epoch(net, model, train_loader, val_loader, optimizer, scheduler, cfg, device, epoch, steps,
-                             hooks, options)
+        seed_epoch(loop.train, options.seed, options.name, epoch, distributed.rank())
+        entry = _train_epoch(loop, epoch)
         logs.append(entry)
         log(f"  epoch {epoch}/{cfg.epochs}: loss {entry.train_loss:.4f}, train {entry.train_accuracy:.2f}%, "
             f"val {entry.val_accuracy:.2f}% ({entry.seconds:.1f} s)")
         if keep_best and (best is None or entry.val_accuracy > best["val_accuracy"]):
             best = {"epoch": epoch, "val_accuracy": entry.val_accuracy, "state": _cpu_state(model)}
         if options.checkpoint is not None and distributed.is_main():
-            save_checkpoint(options.checkpoint, epoch, model, optimizer, scheduler, [vars(e) for e in logs], best,
-                            _method_state(hooks))
+            save_checkpoint(options.checkpoint, epoch, model, loop.optimizer, loop.scheduler, [vars(e) for e in logs],
+                            best, loop.hooks.state_dict())
     if keep_best:
         model.load_state_dict(best["state"])
     else:
@@ -130,22 +103,46 @@ def finetune(model: nn.Module, train_loader, val_loader, cfg: FinetuneConfig, de
                           seconds=time.perf_counter() - start, resumed_from=resumed["epoch"] if resumed else 0)
 
 
-def _resume(path: Path | None, model: nn.Module, optimizer, scheduler, hooks) -> dict | None:
+@dataclass(frozen=True)
+class _Loop:
+    """What every epoch of one training run shares. ``net`` is what runs forward (``model`` or its DDP
+    wrapper); hooks see ``model``."""
+
+    net: nn.Module
+    model: nn.Module
+    train: object
+    val: object
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    cfg: FinetuneConfig
+    device: torch.device
+    steps: int
+    hooks: TrainingHooks
+    options: LoopOptions
+
+    @classmethod
+    def build(cls, model: nn.Module, train_loader, val_loader, cfg: FinetuneConfig, device: torch.device,
+              hooks: TrainingHooks, options: LoopOptions) -> _Loop:
+        """The optimizer is built here, after surgery: it only ever sees the pruned parameters."""
+        train_loader = distributed.shard_train_loader(train_loader, options.seed)
+        net = distributed.wrap(model, device)
+        steps = _steps_per_epoch(train_loader, cfg)
+        optimizer = build_optimizer(model, cfg)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, steps))
+        return cls(net, model, train_loader, val_loader, optimizer, scheduler, cfg, device, steps, hooks, options)
+
+
+def _resume(path: Path | None, loop: _Loop) -> dict | None:
     """Bring back the state after the last finished epoch, if a checkpoint is there."""
     if path is None or not Path(path).exists():
         return None
     state = load_checkpoint(path)
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    if hasattr(hooks, "load_state"):
-        hooks.load_state(model, state["method"])
+    loop.model.load_state_dict(state["model"])
+    loop.optimizer.load_state_dict(state["optimizer"])
+    loop.scheduler.load_state_dict(state["scheduler"])
+    loop.hooks.load_state(loop.model, state["method"])
     restore_rng(state["rng"])
     return state
-
-
-def _method_state(hooks) -> dict:
-    return hooks.state_dict() if hasattr(hooks, "state_dict") else {}
 
 
 def _cpu_state(model: nn.Module) -> dict:
@@ -186,44 +183,46 @@ def _steps_per_epoch(loader, cfg: FinetuneConfig) -> int:
     return min(steps, cfg.max_steps_per_epoch) if cfg.max_steps_per_epoch else steps
 
 
-def _train_epoch(net, model, train_loader, val_loader, optimizer, scheduler, cfg, device, epoch, steps,
-                 hooks: TrainingHooks, options: LoopOptions) -> EpochLog:
-    """One epoch. ``net`` is what runs forward (``model`` or its DDP wrapper); hooks see ``model``."""
+def _train_epoch(loop: _Loop, epoch: int) -> EpochLog:
     start = time.perf_counter()
-    lr = optimizer.param_groups[0]["lr"]
-    net.train()
+    lr = loop.optimizer.param_groups[0]["lr"]
+    loop.net.train()
     loss_sum, correct, seen = 0.0, 0, 0
-    with StatusBar(f"{options.name} epoch {epoch}/{cfg.epochs}", total=steps) as bar:
-        for step, (images, labels) in enumerate(train_loader):
-            if step >= steps:
+    with StatusBar(f"{loop.options.name} epoch {epoch}/{loop.cfg.epochs}", total=loop.steps) as bar:
+        for step, (images, labels) in enumerate(loop.train):
+            if step >= loop.steps:
                 break
-            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-            logits = net(images)
-            loss = training_loss(logits, images, labels, cfg, options.teacher)
-            value = loss.item()  # the one host sync of the step: the NaN check and the running loss both use it
-            _check_finite(value, epoch, step + 1, options, device)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if hasattr(hooks, "before_step"):
-                hooks.before_step(model)
-            frozen = hooks.frozen()
-            _block_gradients(frozen)
-            optimizer.step()
-            _refreeze(frozen, optimizer)
-            if hasattr(hooks, "after_step"):
-                hooks.after_step(model)
-            scheduler.step()
+            images, labels = images.to(loop.device, non_blocking=True), labels.to(loop.device, non_blocking=True)
+            logits, value = _step(loop, images, labels, epoch, step + 1)
             loss_sum += value * labels.numel()
             correct += (logits.argmax(1) == labels).sum().item()
             seen += labels.numel()
             bar.advance(f"loss {loss_sum / seen:.3f}")
-    hooks.end_epoch(model, epoch)
-    distributed.sync_buffers(model)
-    _check_weights(model, epoch, options)
-    loss_sum, correct, seen = distributed.all_reduce_sum([loss_sum, correct, seen], device)
-    val = evaluate_sharded(model, val_loader, device, description="validate")
+    loop.hooks.end_epoch(loop.model, epoch)
+    distributed.sync_buffers(loop.model)
+    _check_weights(loop.model, epoch, loop.options)
+    loss_sum, correct, seen = distributed.all_reduce_sum([loss_sum, correct, seen], loop.device)
+    val = evaluate_sharded(loop.model, loop.val, loop.device, description="validate")
     return EpochLog(epoch=epoch, lr=lr, train_loss=loss_sum / max(1, seen), train_accuracy=100.0 * correct / max(1, seen),
                     val_accuracy=val.accuracy, seconds=time.perf_counter() - start)
+
+
+def _step(loop: _Loop, images: torch.Tensor, labels: torch.Tensor, epoch: int, step: int) -> tuple[torch.Tensor, float]:
+    """One optimizer step with the hooks around it; the logits and the loss value."""
+    logits = loop.net(images)
+    loss = training_loss(logits, images, labels, loop.cfg, loop.options.teacher)
+    value = loss.item()  # the one host sync of the step: the NaN check and the running loss both use it
+    _check_finite(value, epoch, step, loop.options, loop.device)
+    loop.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    loop.hooks.before_step(loop.model)
+    frozen = loop.hooks.frozen()
+    _block_gradients(frozen)
+    loop.optimizer.step()
+    _refreeze(frozen, loop.optimizer)
+    loop.hooks.after_step(loop.model)
+    loop.scheduler.step()
+    return logits, value
 
 
 def training_loss(logits: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, cfg: FinetuneConfig,

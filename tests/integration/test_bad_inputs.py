@@ -238,7 +238,7 @@ def test_resume_with_a_truncated_training_checkpoint_names_it(tmp_path):
     sets = [x for o in SMALL + ["finetune.epochs=1"] for x in ("--set", o)]
     assert CliRunner().invoke(app, ["run", str(QUICKSTART), "--out", str(out), *sets]).exit_code in (0, 1)
     (out / "report.json").unlink()
-    (out / ".stages" / "finetune.pt").unlink()
+    (out / ".stages" / "finetune.json").unlink()
     (out / "status.json").write_text('{"status": "running"}')
     (out / "pruned" / "finetune.ckpt.pt").write_bytes(b"PK\x03\x04 truncated")
     result = _resume("--resume", str(out))

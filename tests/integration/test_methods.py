@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from compressor.cli import app
+from compressor.config import load_recipe
 from compressor.models import build_model
-from compressor.recipe import load_recipe
 from compressor.surgery import preflight
 
 REPO = Path(__file__).resolve().parents[2]

@@ -11,10 +11,17 @@ from compressor._io import write_atomic, write_json, write_text
 
 
 def test_write_text_and_json(tmp_path):
-    write_text(tmp_path / "a" / "x.txt", "hello")
-    write_json(tmp_path / "y.json", {"p": tmp_path, "n": 1})
+    import json
+
+    import numpy as np
+
+    assert write_text(tmp_path / "a" / "x.txt", "hello") == tmp_path / "a" / "x.txt"  # parent folders are made
+    write_json(tmp_path / "y.json", {"p": tmp_path / "sub", "n": 1, "f": np.float32(0.5), "a": np.arange(2)})
     assert (tmp_path / "a" / "x.txt").read_text() == "hello"
-    assert '"n": 1' in (tmp_path / "y.json").read_text()
+    assert json.loads((tmp_path / "y.json").read_text()) == {"p": str(tmp_path / "sub"), "n": 1, "f": 0.5, "a": [0, 1]}
+    with pytest.raises(TypeError, match="not JSON serialisable: object"):
+        write_json(tmp_path / "z.json", {"x": object()})
+    assert not (tmp_path / "z.json").exists()
 
 
 def test_failed_write_leaves_nothing(tmp_path):

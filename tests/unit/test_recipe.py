@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from compressor.config import Recipe, dump_recipe, load_recipe, recipe_json_schema
 from compressor.errors import RecipeError
-from compressor.recipe import Recipe, dump_recipe, load_recipe, recipe_json_schema
 
 REPO = Path(__file__).resolve().parents[2]
 QUICKSTART = REPO / "recipes" / "quickstart.yaml"
@@ -225,8 +225,8 @@ def test_stripe_export_options_are_checked():
 def test_recipe_backends_are_the_profilers_backends():
     import typing
 
+    from compressor.config import Backend
     from compressor.profiling.backends import BACKENDS
-    from compressor.recipe import Backend
 
     assert set(typing.get_args(Backend)) == set(BACKENDS)
 

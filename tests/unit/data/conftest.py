@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from compressor.recipe import DataConfig
+from compressor.config import DataConfig
 
 CLASSES = ("cat", "dog", "zebra")
 MEAN3 = (0.5, 0.4, 0.3)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from compressor.config import IMAGENET_MEAN, IMAGENET_STD, DataConfig
 from compressor.data import build_loaders
 from compressor.data.cifar import CIFAR10_CLASSES
-from compressor.recipe import IMAGENET_MEAN, IMAGENET_STD, DataConfig
 
 
 @pytest.mark.slow

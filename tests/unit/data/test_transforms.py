@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+from compressor.config import Augment
 from compressor.data.transforms import (
     ImageTransform,
     center_crop,
@@ -15,7 +16,6 @@ from compressor.data.transforms import (
     pad_random_crop,
     random_resized_crop,
 )
-from compressor.recipe import Augment
 
 from .conftest import MEAN3, STD3
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn as nn
 
+from compressor.config.methods import FPGMOptions, L1Options, L2Options, RandomOptions
 from compressor.errors import RecipeError
 from compressor.methods import build_method, get_method, list_methods
-from compressor.methods.l1 import FPGMOptions, L1Options, L2Options, RandomOptions
 from compressor.surgery import build_graph
 
 

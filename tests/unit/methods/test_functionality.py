@@ -8,9 +8,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from compressor.config import PruningConfig
+from compressor.config.methods import FunctionalityOptions
 from compressor.methods import CalibrationContext
-from compressor.methods.functionality import Functionality, FunctionalityOptions
-from compressor.recipe import PruningConfig
+from compressor.methods.functionality import Functionality
 from compressor.surgery import prune
 
 UNIQUE = [0, 1, 2, 5]  # filters 3, 4, 6, 7 copy 0, 1, 2, 5

@@ -8,10 +8,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from compressor.config import PruningConfig
+from compressor.config.methods import HRankOptions
 from compressor.errors import ModelError
 from compressor.methods import CalibrationContext
-from compressor.methods.hrank import HRank, HRankOptions, map_ranks
-from compressor.recipe import PruningConfig
+from compressor.methods.hrank import HRank, map_ranks
 from compressor.surgery.graph import example_input
 from compressor.surgery.prune import analyse
 

@@ -9,11 +9,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from compressor.config import PruningConfig
+from compressor.config.methods import PFPOptions
 from compressor.methods import CalibrationContext
-from compressor.methods.pfp import PFP, PFPOptions, input_sensitivity
+from compressor.methods.pfp import PFP, input_sensitivity
 from compressor.methods.pfp_budget import sample_channels
 from compressor.models.cifar_resnet import resnet20
-from compressor.recipe import PruningConfig
 from compressor.surgery.graph import example_input
 from compressor.surgery.prune import analyse, decide
 
@@ -137,7 +138,7 @@ def test_allocation_terms_match_hand_computation():
     scores = torch.tensor([0.5, 0.3, 0.2, 0.0])
     method = SimpleNamespace(score=lambda info, group: scores, geometry={"conv": (64, 9)})
     info = SimpleNamespace(consumer_slots={"conv": None}, channels=4, slices=1)
-    terms = _terms(method, info, 1)
+    terms = _terms(method, info)
     alpha = 2 * 3 * math.log(8 * 65 * 9 / 1e-16)
     assert terms["coeff"] == pytest.approx(alpha * 1.0)
     eps = 40.0

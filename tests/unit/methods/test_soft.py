@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from compressor.config import FinetuneConfig, PruningConfig
 from compressor.methods.soft import (
     GHFP,
     HFP,
@@ -22,9 +23,9 @@ from compressor.methods.soft import (
 )
 from compressor.models.cifar_resnet import resnet20
 from compressor.models.layers import ZeroPadShortcut
-from compressor.recipe import FinetuneConfig, PruningConfig
 from compressor.surgery import prune
 from compressor.surgery.graph import example_input
+from compressor.surgery.plan import Rounding
 from compressor.surgery.prune import analyse, plan_counts
 from compressor.training import LoopOptions, finetune
 from compressor.training.finetune import _block_gradients, _refreeze
@@ -62,7 +63,7 @@ def test_decay_schedule():
 def begin(method, model, cfg: PruningConfig):
     layout = analyse(model, example_input(SHAPE), cfg)
     plan = plan_counts(layout, cfg)
-    method.begin(model, [info for info, _ in layout.groups], plan.kept, {p.info.key: 1 for p in layout.plans}, 1)
+    method.begin(model, [info for info, _ in layout.groups], plan.kept, Rounding.of(cfg))
     return layout
 
 
@@ -155,7 +156,7 @@ def test_masked_network_equals_the_physically_pruned_one(cls, options, residual)
              keep_best=False)
     method.finish(model)
     masked = copy.deepcopy(model).eval()
-    method.masks.release()
+    method.release()
     surgery = prune(model, SHAPE, method, cfg)
     assert surgery.macs_after < surgery.macs_before
     x = torch.randn(8, *SHAPE)

@@ -9,9 +9,10 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from compressor.methods.swp import SWP, SWPOptions, rescale_filters, skeleton_layers
+from compressor.config import FinetuneConfig, PruningConfig
+from compressor.config.methods import SWPOptions
+from compressor.methods.swp import SWP, rescale_filters, skeleton_layers
 from compressor.models.cifar_resnet import resnet20
-from compressor.recipe import FinetuneConfig, PruningConfig
 from compressor.surgery import prune
 from compressor.surgery.graph import example_input
 from compressor.surgery.prune import analyse

@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from compressor.config import ModelConfig
 from compressor.errors import ModelError
 from compressor.models import ModelSpec, build_model, get_model_spec, list_models, register_model, registry
 from compressor.models.cifar_resnet import cifar_resnet, quicknet, resnet20, resnet56, resnet110
@@ -17,7 +18,6 @@ from compressor.models.layers import ZeroPadShortcut
 from compressor.models.mobilenet import mobilenet_v2
 from compressor.models.resnet import resnet18, resnet34, resnet50
 from compressor.models.vgg import vgg16_bn, vgg19_bn
-from compressor.recipe import ModelConfig
 
 ZOO = ["resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "vgg16_bn", "vgg19_bn",
        "resnet18", "resnet34", "resnet50", "mobilenet_v2", "quicknet"]

@@ -65,16 +65,16 @@ def test_latency_ratios_arithmetic():
     stats = [_stats("baseline", 1, (2.0, 2.0, 2.0)), _stats("pruned", 1, (1.0, 1.5, 0.5)),
              _stats("baseline", 8, (10.0, 20.0, 40.0)), _stats("pruned", 8, (5.0, 10.0, 20.0)),
              _stats("other", 8, (20.0, 20.0, 20.0))]
-    rows = {(r["artifact"], r["batch"]): r for r in latency_ratios(stats, "baseline")}
+    rows = {(r.artifact, r.batch): r for r in latency_ratios(stats, "baseline")}
     assert set(rows) == {("pruned", 1), ("pruned", 8), ("other", 8)}
-    assert rows[("pruned", 1)]["ratio"] == pytest.approx(0.5)           # median of 0.5, 0.75, 0.25
-    assert rows[("pruned", 1)]["speedup"] == pytest.approx(2.0)
-    assert rows[("pruned", 1)]["spread"] == pytest.approx((0.75 - 0.25) / 0.5)
-    assert rows[("pruned", 8)]["ratio"] == pytest.approx(0.5)           # drift cancels: every round is 0.5
-    assert rows[("pruned", 8)]["spread"] == pytest.approx(0.0)
-    assert rows[("other", 8)]["ratio"] == pytest.approx(1.0)           # median of 2, 1, 0.5
-    assert rows[("other", 8)]["spread"] == pytest.approx(1.5)
-    assert all(r["reference"] == "baseline" for r in rows.values())
+    assert rows[("pruned", 1)].ratio == pytest.approx(0.5)           # median of 0.5, 0.75, 0.25
+    assert rows[("pruned", 1)].speedup == pytest.approx(2.0)
+    assert rows[("pruned", 1)].spread == pytest.approx((0.75 - 0.25) / 0.5)
+    assert rows[("pruned", 8)].ratio == pytest.approx(0.5)           # drift cancels: every round is 0.5
+    assert rows[("pruned", 8)].spread == pytest.approx(0.0)
+    assert rows[("other", 8)].ratio == pytest.approx(1.0)           # median of 2, 1, 0.5
+    assert rows[("other", 8)].spread == pytest.approx(1.5)
+    assert all(r.reference == "baseline" and r.backend == "onnxruntime-cpu" for r in rows.values())
 
 
 def test_latency_ratios_unknown_reference_lists_choices():

@@ -4,51 +4,51 @@ from __future__ import annotations
 
 from types import SimpleNamespace as NS
 
-from compressor.recipe import ExportConfig, GatesConfig
+from compressor.config import ExportConfig, GatesConfig
 from compressor.report import evaluate_gates, render_markdown
 
 
-def results(pruned_acc=88.5, parity=1e-6, p50=2.0):
+def results(pruned_acc=88.5, parity=1e-6, p50=2.0, rounds=None, stats=True):
+    """Rounds of the pruned_onnx figure default to a symmetric spread around ``p50``."""
     baseline = NS(test=NS(accuracy=90.0, images=100), onnx=NS(macs=100, max_abs_diff=1e-6), macs_torch=101)
-    tuned = NS(test=NS(accuracy=pruned_acc, images=100))
-    exported = NS(onnx=NS(macs=40, max_abs_diff=parity), macs_torch=41, stripe=None)
-    stats = NS(artifact="pruned_onnx", backend="onnxruntime-cpu", batch=1, p50_ms=p50, repeats=3, iterations=10,
-               threads=1, device="cpu", round_p50_ms=(p50 - 0.1, p50, p50 + 0.1))
+    tuned = NS(test=NS(accuracy=pruned_acc, images=100), macs_torch=41)
+    exported = NS(onnx=NS(macs=40, max_abs_diff=parity), stripe=None, variants={})
+    pruned = NS(artifact="pruned_onnx", backend="onnxruntime-cpu", batch=1, p50_ms=p50, repeats=3, iterations=10,
+                threads=1, device="cpu", round_p50_ms=rounds or (p50 - 0.1, p50, p50 + 0.1))
     int8 = NS(artifact="pruned_int8", backend="onnxruntime-cpu", batch=1, p50_ms=1.2, repeats=3, iterations=10,
               threads=1, device="cpu", round_p50_ms=(1.0, 1.2, 3.0))
-    return baseline, tuned, exported, NS(stats=(stats, int8))
+    return NS(baseline=baseline, tuned=tuned, exported=exported, profiled=NS(stats=(pruned, int8) if stats else ()))
 
 
 def by_name(rows):
-    return {r["name"]: r for r in rows}
+    return {r.name: r for r in rows}
 
 
 def test_all_gates_pass():
     cfg = GatesConfig(max_accuracy_drop=2.0, min_macs_reduction_pct=55,
                       max_latency_ms=[{"batch": 1, "p50_ms": 2.5}])
-    rows = by_name(evaluate_gates(cfg, ExportConfig(), *results()))
-    assert rows["max_accuracy_drop"]["value"] == 1.5 and rows["max_accuracy_drop"]["passed"]
-    assert rows["min_macs_reduction_pct"]["value"] == 60.0 and "ONNX" in rows["min_macs_reduction_pct"]["detail"]
+    rows = by_name(evaluate_gates(cfg, ExportConfig(), results()))
+    assert rows["max_accuracy_drop"].value == 1.5 and rows["max_accuracy_drop"].passed
+    assert rows["min_macs_reduction_pct"].value == 60.0 and "ONNX" in rows["min_macs_reduction_pct"].detail
     latency = rows["max_latency_ms[onnxruntime-cpu, batch 1]"]
-    assert latency["value"] == 2.0 and latency["passed"] and "spread 10.0%" in latency["detail"]
-    assert rows["parity:baseline"]["passed"] and rows["parity:pruned"]["passed"]
+    assert latency.value == 2.0 and latency.passed and "spread 10.0%" in latency.detail
+    assert rows["parity:baseline"].passed and rows["parity:pruned"].passed
 
 
 def test_each_gate_fails_on_its_own_value():
     cfg = GatesConfig(max_accuracy_drop=1.0, min_macs_reduction_pct=70, max_latency_ms=[{"batch": 1, "p50_ms": 1.5}])
-    rows = by_name(evaluate_gates(cfg, ExportConfig(parity_tolerance=1e-4), *results(parity=1e-3)))
-    assert not rows["max_accuracy_drop"]["passed"]
-    assert not rows["min_macs_reduction_pct"]["passed"]
-    assert not rows["max_latency_ms[onnxruntime-cpu, batch 1]"]["passed"]
-    assert not rows["parity:pruned"]["passed"] and rows["parity:baseline"]["passed"]
+    rows = by_name(evaluate_gates(cfg, ExportConfig(parity_tolerance=1e-4), results(parity=1e-3)))
+    assert not rows["max_accuracy_drop"].passed
+    assert not rows["min_macs_reduction_pct"].passed
+    assert not rows["max_latency_ms[onnxruntime-cpu, batch 1]"].passed
+    assert not rows["parity:pruned"].passed and rows["parity:baseline"].passed
 
 
 def test_unmeasured_latency_gate_fails():
-    baseline, tuned, exported, _ = results()
     cfg = GatesConfig(max_latency_ms=[{"batch": 32, "p50_ms": 5}])
-    row = by_name(evaluate_gates(cfg, ExportConfig(), baseline, tuned, exported, NS(stats=())))
-    assert row["max_latency_ms[onnxruntime-cpu, batch 32]"]["passed"] is False
-    assert row["max_latency_ms[onnxruntime-cpu, batch 32]"]["value"] is None
+    row = by_name(evaluate_gates(cfg, ExportConfig(), results(stats=False)))
+    assert row["max_latency_ms[onnxruntime-cpu, batch 32]"].passed is False
+    assert row["max_latency_ms[onnxruntime-cpu, batch 32]"].value is None
 
 
 def test_markdown_shows_verdict_gates_and_widths():
@@ -75,20 +75,57 @@ def test_markdown_shows_verdict_gates_and_widths():
 def test_latency_gate_on_another_artifact_uses_the_median_round_and_flags_noise():
     cfg = GatesConfig(max_latency_ms=[{"batch": 1, "p50_ms": 1.5, "artifact": "pruned_int8"},
                                       {"batch": 1, "p50_ms": 3.0}])
-    rows = by_name(evaluate_gates(cfg, ExportConfig(), *results()))
+    rows = by_name(evaluate_gates(cfg, ExportConfig(), results()))
     int8 = rows["max_latency_ms[pruned_int8, onnxruntime-cpu, batch 1]"]
-    assert int8["value"] == 1.2 and int8["passed"] and "MARGINAL" in int8["detail"]  # rounds spread 1.0..3.0
+    assert int8.value == 1.2 and int8.passed and "MARGINAL" in int8.detail  # rounds spread 1.0..3.0
     clear = rows["max_latency_ms[onnxruntime-cpu, batch 1]"]
-    assert clear["passed"] and "MARGINAL" not in clear["detail"]
+    assert clear.passed and "MARGINAL" not in clear.detail
 
 
 def test_variant_accuracy_gate_per_precision():
     from pathlib import Path
 
-    baseline, tuned, exported, profiled = results()
-    exported.variants = {"int8": NS(accuracy=86.0, images=100, path=Path("model.int8.onnx")),
-                         "fp16": NS(accuracy=88.5, images=100, path=Path("model.fp16.onnx"))}
-    rows = by_name(evaluate_gates(GatesConfig(max_variant_accuracy_drop=1.0), ExportConfig(), baseline, tuned,
-                                  exported, profiled))
-    assert not rows["max_variant_accuracy_drop[int8]"]["passed"] and rows["max_variant_accuracy_drop[int8]"]["value"] == 2.5
-    assert rows["max_variant_accuracy_drop[fp16]"]["passed"]
+    run = results()
+    run.exported.variants = {"int8": NS(accuracy=86.0, images=100, path=Path("model.int8.onnx")),
+                             "fp16": NS(accuracy=88.5, images=100, path=Path("model.fp16.onnx"))}
+    rows = by_name(evaluate_gates(GatesConfig(max_variant_accuracy_drop=1.0), ExportConfig(), run))
+    assert not rows["max_variant_accuracy_drop[int8]"].passed and rows["max_variant_accuracy_drop[int8]"].value == 2.5
+    assert rows["max_variant_accuracy_drop[fp16]"].passed
+
+
+def test_latency_gate_takes_the_median_of_round_medians_not_the_pooled_p50():
+    """Pooled p50 2.0 ms, but the rounds' medians are 1.0, 1.1 and 5.0: the gate reads 1.1, which passes a
+    1.5 ms limit the pooled figure would fail."""
+    cfg = GatesConfig(max_latency_ms=[{"batch": 1, "p50_ms": 1.5}])
+    row = by_name(evaluate_gates(cfg, ExportConfig(), results(p50=2.0, rounds=(1.0, 5.0, 1.1))))
+    gate = row["max_latency_ms[onnxruntime-cpu, batch 1]"]
+    assert gate.value == 1.1 and gate.passed
+    single = by_name(evaluate_gates(cfg, ExportConfig(), results(p50=1.2, rounds=(1.9, 2.0, 2.1))))
+    assert single["max_latency_ms[onnxruntime-cpu, batch 1]"].value == 2.0  # the rounds decide, not p50_ms
+
+
+def test_limits_are_inclusive():
+    """A drop exactly at the limit passes; a hair over it fails (and so for MACs and latency)."""
+    at = by_name(evaluate_gates(GatesConfig(max_accuracy_drop=1.5, min_macs_reduction_pct=60,
+                                            max_latency_ms=[{"batch": 1, "p50_ms": 2.0}]), ExportConfig(), results()))
+    assert at["max_accuracy_drop"].value == 1.5 and at["max_accuracy_drop"].passed
+    assert at["min_macs_reduction_pct"].value == 60.0 and at["min_macs_reduction_pct"].passed
+    assert at["max_latency_ms[onnxruntime-cpu, batch 1]"].passed
+    over = by_name(evaluate_gates(GatesConfig(max_accuracy_drop=1.5), ExportConfig(), results(pruned_acc=88.49)))
+    assert not over["max_accuracy_drop"].passed
+
+
+def test_parity_exactly_at_the_tolerance_passes():
+    rows = by_name(evaluate_gates(GatesConfig(), ExportConfig(parity_tolerance=1e-4), results(parity=1e-4)))
+    assert rows["parity:pruned"].passed
+    assert not by_name(evaluate_gates(GatesConfig(), ExportConfig(parity_tolerance=1e-4),
+                                      results(parity=1.0001e-4)))["parity:pruned"].passed
+
+
+def test_without_an_export_only_the_baseline_is_parity_gated_and_macs_come_from_pytorch():
+    run = results()
+    run.exported, run.profiled = None, None
+    rows = by_name(evaluate_gates(GatesConfig(min_macs_reduction_pct=50), ExportConfig(), run))
+    assert set(rows) == {"parity:baseline", "min_macs_reduction_pct"}
+    assert rows["min_macs_reduction_pct"].value == round(100 * (1 - 41 / 101), 3)
+    assert "PyTorch" in rows["min_macs_reduction_pct"].detail

@@ -7,11 +7,12 @@ import copy
 import pytest
 import torch
 
+from compressor.config import PruningConfig
+from compressor.config.methods import L1Options
 from compressor.methods import CalibrationContext
-from compressor.methods.l1 import L1, L1Options
+from compressor.methods.l1 import L1
 from compressor.models.cifar_resnet import resnet20
 from compressor.models.vgg import vgg16_bn
-from compressor.recipe import PruningConfig
 from compressor.surgery import prune
 
 from .test_prune import randomize_bn

@@ -8,11 +8,11 @@ import random
 import pytest
 import torch
 
+from compressor.config import PruningConfig
 from compressor.models.cifar_resnet import quicknet, resnet20
 from compressor.models.mobilenet import mobilenet_v2
 from compressor.models.vgg import vgg16_bn
 from compressor.profiling.macs import count_torch
-from compressor.recipe import PruningConfig
 from compressor.surgery.plan import selection
 from compressor.surgery.prune import analyse, apply_selection
 

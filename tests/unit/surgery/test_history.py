@@ -7,10 +7,11 @@ import json
 import pytest
 import torch
 
+from compressor.config import PruningConfig
+from compressor.config.methods import L1Options
 from compressor.errors import CheckpointError
-from compressor.methods.l1 import L1, L1Options
+from compressor.methods.l1 import L1
 from compressor.models.cifar_resnet import resnet20
-from compressor.recipe import PruningConfig
 from compressor.surgery import load_pruned, prune, save_pruned
 
 

@@ -15,12 +15,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from compressor.config import PruningConfig
+from compressor.config.methods import L1Options
 from compressor.errors import ModelError, SurgeryError
-from compressor.methods.l1 import L1, L1Options
+from compressor.methods.l1 import L1
 from compressor.models.cifar_resnet import quicknet, resnet20
 from compressor.models.layers import ZeroPadShortcut
 from compressor.models.mobilenet import mobilenet_v2
-from compressor.recipe import PruningConfig
 from compressor.surgery import apply_selection, build_graph, prune
 from compressor.surgery.prune import prunable_groups
 

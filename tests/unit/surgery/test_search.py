@@ -7,11 +7,12 @@ import itertools
 import pytest
 import torch
 
+from compressor.config import PruningConfig
 from compressor.errors import SurgeryError
 from compressor.models.cifar_resnet import quicknet, resnet20
-from compressor.recipe import PruningConfig
+from compressor.surgery.plan import Rounding
 from compressor.surgery.prune import analyse, plan_counts
-from compressor.surgery.search import TOLERANCE_PCT, _ladder
+from compressor.surgery.search import TOLERANCE_PCT
 
 SHAPE = (3, 32, 32)
 
@@ -35,7 +36,7 @@ def test_search_succeeds_exactly_when_some_plan_is_within_tolerance():
     for target in range(10, 80, 3):
         cfg = PruningConfig(macs_reduction_pct=target, residual="internal", round_to=8)
         layout = layout_of(quicknet(), cfg)
-        ladders = [_ladder(p, cfg) for p in layout.plans]
+        ladders = [Rounding.of(cfg).ladder(p.info) for p in layout.plans]
         keys = [p.info.key for p in layout.plans]
         reachable = any(abs(layout.cost.reduction_pct(dict(zip(keys, combo))) - target) <= TOLERANCE_PCT
                         for combo in itertools.product(*ladders))

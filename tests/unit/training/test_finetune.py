@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from compressor.recipe import FinetuneConfig
+from compressor.config import FinetuneConfig
 from compressor.training import build_optimizer, evaluate, finetune, lr_factor, recalibrate_batchnorm
 from compressor.training.evaluate import EvalResult
 

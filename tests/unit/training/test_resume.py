@@ -1,4 +1,5 @@
-"""Epoch checkpoints: exact resume, NaN stop keeping the last good epoch, distillation loss, seeds."""
+"""Epoch checkpoints: exact resume, NaN stop keeping the last good epoch, distillation loss, seeds (the stage
+records: tests/unit/test_ledger.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from compressor.recipe import DistillConfig, FinetuneConfig
-from compressor.training import LoopOptions, TrainingDiverged, finetune
+from compressor.config import DistillConfig, FinetuneConfig
+from compressor.training import LoopOptions, TrainingDiverged, TrainingHooks, finetune
 from compressor.training.checkpoint import derive_seed, load_checkpoint
 from compressor.training.finetune import training_loss
 
@@ -49,14 +50,11 @@ def loaders():
 CFG = FinetuneConfig(epochs=3, lr=0.1, momentum=0.9, schedule="cosine")
 
 
-class StopAt:
+class StopAt(TrainingHooks):
     """Hooks that crash at the end of one epoch, as a kill would (after that epoch's steps, before its checkpoint)."""
 
     def __init__(self, epoch: int):
         self.epoch = epoch
-
-    def frozen(self):
-        return []
 
     def end_epoch(self, model, epoch):
         if epoch == self.epoch:
@@ -148,10 +146,7 @@ def test_derived_seeds_are_stable_and_distinct():
 
 
 def test_non_finite_weights_are_never_checkpointed(tmp_path):
-    class Poison:
-        def frozen(self):
-            return []
-
+    class Poison(TrainingHooks):
         def end_epoch(self, model, epoch):
             if epoch == 2:
                 with torch.no_grad():
@@ -166,41 +161,11 @@ def test_overwrite_drops_an_earlier_runs_records_and_checkpoints_but_resume_keep
     from compressor.environment import prepare_run_dir
 
     out = tmp_path / "run"
-    for name in (".stages/prune.pt", "pruned/finetune.ckpt.pt", "pruned/method.ckpt.pt", "report.json"):
+    for name in (".stages/prune.json", "pruned/finetune.ckpt.pt", "pruned/method.ckpt.pt", "report.json"):
         (out / name).parent.mkdir(parents=True, exist_ok=True)
         (out / name).write_text("x")
     prepare_run_dir(out, overwrite=False, resume=True)
-    assert (out / ".stages" / "prune.pt").exists() and (out / "pruned" / "finetune.ckpt.pt").exists()
+    assert (out / ".stages" / "prune.json").exists() and (out / "pruned" / "finetune.ckpt.pt").exists()
     assert not (out / "report.json").exists()
     prepare_run_dir(out, overwrite=True)
     assert not (out / ".stages").exists() and not list((out / "pruned").glob("*.ckpt.pt"))
-
-
-def test_ledger_ignores_records_after_a_stage_that_runs_again(tmp_path):
-    from compressor.ledger import Ledger
-
-    (tmp_path / ".stages").mkdir()
-    for name in ("baseline", "finetune"):  # prune's record is gone: finetune's describes another network
-        torch.save({"result": None, "seconds": 1.0, "model": None}, tmp_path / ".stages" / f"{name}.pt")
-    ledger = Ledger(tmp_path, resume=True)
-    assert ledger.recorded("baseline") is not None
-    assert ledger.recorded("prune") is None and ledger.recorded("finetune") is None
-    assert not Ledger(tmp_path, resume=False).has("baseline")
-
-
-def test_a_stage_recorded_anew_drops_what_later_stages_left(tmp_path):
-    from compressor.ledger import Ledger
-
-    stages, pruned = tmp_path / ".stages", tmp_path / "pruned"
-    stages.mkdir()
-    pruned.mkdir()
-    for name in ("baseline", "finetune", "export"):
-        torch.save({"result": None, "seconds": 1.0, "model": None}, stages / f"{name}.pt")
-    for name in ("method", "finetune"):
-        (pruned / f"{name}.ckpt.pt").write_text("x")
-    ledger = Ledger(tmp_path, resume=True)
-    assert ledger.recorded("baseline") is not None and ledger.recorded("prune") is None
-    ledger.record("prune", {"kept": 1}, 2.0)  # prune ran again: a different network from here on
-    assert (stages / "prune.pt").exists() and not (stages / "finetune.pt").exists() and not (stages / "export.pt").exists()
-    assert not (pruned / "method.ckpt.pt").exists() and not (pruned / "finetune.ckpt.pt").exists()
-    assert ledger.has("prune") and not ledger.has("finetune")

@@ -1,4 +1,7 @@
-"""Shared pydantic pieces of the recipe schema (kept free of torch so that validation is light)."""
+"""Shared pydantic pieces of the recipe schema: the strict base model, resolved paths, common number types.
+
+Torch-free, like the whole ``compressor.config`` package: validating a recipe never imports torch.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +9,13 @@ import os
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo
 
 BUILTIN_PREFIX = "builtin:"
-ASSETS_DIR = Path(__file__).resolve().parent / "assets"
+ASSETS_DIR = Path(__file__).resolve().parents[1] / "assets"
+
+PositiveInt = Annotated[int, Field(gt=0)]
+Ratio = Annotated[float, Field(ge=0.0, lt=1.0)]
 
 
 class StrictModel(BaseModel):
@@ -32,3 +38,11 @@ def _resolve_path(value: Path, info: ValidationInfo) -> Path:
 
 
 ResolvedPath = Annotated[Path, AfterValidator(_resolve_path)]
+
+
+def unique(values: list, field: str) -> list:
+    """``values`` when no entry repeats; else a ValueError naming the field and the repeated entries."""
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    if repeated:
+        raise ValueError(f"{field}: {', '.join(map(str, repeated))} listed more than once")
+    return values

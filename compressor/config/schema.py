@@ -1,0 +1,291 @@
+"""The recipe: one YAML file that says what to compress, how, and which gates the result must pass.
+
+:class:`Recipe` and its sections; ``config.load`` reads, expands and validates the file once (unknown keys
+are errors, every error names its field). Defaults live here (and in ``deploy.py`` / ``methods.py`` for the
+export, profile and method sections) and nowhere else. Torch-free: validating a recipe never imports torch.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import Field, model_validator
+
+from .. import artifacts
+from ..errors import did_you_mean
+from .deploy import Backend, ExportConfig, ProfileConfig
+from .fields import PositiveInt, Ratio, ResolvedPath, StrictModel
+from .methods import MethodConfig
+
+SCHEMA_VERSION = 1
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+# ----------------------------------------------------------------------------------------------- model
+class ModelConfig(StrictModel):
+    """Which network to build and which weights to load into it."""
+
+    arch: str = Field(description="Zoo name (see `compress models`) or 'package.module:factory' for your own model.")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of the factory.")
+    checkpoint: ResolvedPath | None = Field(
+        None, description="Weights file (.pt/.pth/.th). 'builtin:NAME' names a file shipped with compressor. "
+        "Without one the model keeps its random initialisation (only sensible for smoke tests).")
+    checkpoint_key: str | None = Field(
+        None, description="Key of the state_dict inside the checkpoint dict; default: tries state_dict, model, net, ...")
+    trust_checkpoint: bool = Field(
+        False, description="Allow arbitrary pickled objects in the checkpoint (torch.load weights_only=False). "
+        "Only for files you trust: unpickling can run code.")
+    input_shape: tuple[PositiveInt, PositiveInt, PositiveInt] | None = Field(
+        None, description="C, H, W of one input image; default: the zoo entry's shape (required for your own models).")
+
+
+# ------------------------------------------------------------------------------------------------ data
+class _Source(StrictModel):
+    subset: PositiveInt | None = Field(None, description="Use a seeded random subset of this many images.")
+
+
+class CifarSource(_Source):
+    format: Literal["cifar10", "cifar100"]
+    path: ResolvedPath = Field(description="Folder holding the python pickles (data_batch_1..5/test_batch or train/test).")
+    split: Literal["train", "test"] | None = Field(None, description="Default: the split this source is used for.")
+
+
+class ImageFolderSource(_Source):
+    format: Literal["imagefolder"]
+    path: ResolvedPath = Field(description="A folder or .zip with <class>/<image> files (one extra top folder is fine).")
+
+
+class NpzSource(_Source):
+    format: Literal["npz"]
+    path: ResolvedPath = Field(description=".npz file with a uint8 image array and an integer label array.")
+    images_key: str = "data"
+    labels_key: str = "labels"
+    layout: Literal["NCHW", "NHWC"] = "NCHW"
+
+
+class SyntheticSource(_Source):
+    format: Literal["synthetic"]
+    task: Literal["shapes"] = Field("shapes", description="Procedurally generated 10-class shape recognition.")
+    num_images: PositiveInt = 6000
+    split: Literal["train", "test"] | None = Field(None, description="Default: the split this source is used for.")
+
+
+Source = Annotated[Union[CifarSource, ImageFolderSource, NpzSource, SyntheticSource], Field(discriminator="format")]
+
+
+class Normalize(StrictModel):
+    mean: tuple[float, ...] = Field(description="Per-channel mean of the 0..1 pixel values.")
+    std: tuple[Annotated[float, Field(gt=0)], ...]
+
+    @model_validator(mode="after")
+    def _same_length(self) -> "Normalize":
+        if len(self.mean) != len(self.std):
+            raise ValueError(f"mean has {len(self.mean)} values but std has {len(self.std)}")
+        return self
+
+
+class Augment(StrictModel):
+    """Training-time augmentation (fine-tuning only; evaluation and calibration are never augmented)."""
+
+    random_crop_padding: Annotated[int, Field(ge=0)] = Field(0, description="CIFAR-style pad-and-random-crop.")
+    hflip: bool = False
+    random_resized_crop: bool = Field(False, description="ImageNet-style random resized crop to image_size.")
+
+
+class DataConfig(StrictModel):
+    train: Source = Field(description="Training images: fine-tuning, validation split and calibration come from here.")
+    test: Source = Field(description="Held-out images: every reported accuracy is top-1 on this split.")
+    num_classes: PositiveInt
+    normalize: Normalize
+    image_size: PositiveInt | None = Field(None, description="Side of the square network input; default: model input H.")
+    resize: PositiveInt | None = Field(None, description="Resize the shorter side to this before the center crop.")
+    augment: Augment = Augment()
+    val_split: Annotated[float, Field(gt=0)] = Field(
+        0.1, description="Validation images carved (seeded) from train: a fraction if < 1, else a count.")
+    calibration_images: PositiveInt = Field(512, description="Training images used by data-informed methods.")
+    batch_size: PositiveInt = 128
+    eval_batch_size: PositiveInt = 256
+    workers: Annotated[int, Field(ge=0)] = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_splits(cls, data: Any) -> Any:
+        """A cifar/synthetic source without an explicit split reads the split it is used for."""
+        if isinstance(data, dict):
+            data = dict(data)
+            for key in ("train", "test"):
+                src = data.get(key)
+                if isinstance(src, dict) and src.get("format") in ("cifar10", "cifar100", "synthetic"):
+                    data[key] = {"split": key, **src}
+        return data
+
+
+# --------------------------------------------------------------------------------------------- pruning
+class LayerRule(StrictModel):
+    match: str = Field(description="Layer name glob (layer3.*.conv1) or regex with a 're:' prefix.")
+    ratio: Ratio = Field(description="Fraction of the matched group's channels to remove.")
+
+
+class BNRecalibration(StrictModel):
+    images: PositiveInt = Field(2000, description="Calibration images used to re-estimate BatchNorm statistics.")
+
+
+class PruningConfig(StrictModel):
+    ratio: Ratio | None = Field(None, description="Fraction of channels removed from every prunable group.")
+    macs_reduction_pct: Annotated[float, Field(gt=0, lt=100)] | None = Field(
+        None, description="Target MACs reduction in percent; the global ratio is searched to within 1 point.")
+    params_reduction_pct: Annotated[float, Field(gt=0, lt=100)] | None = Field(
+        None, description="Target reduction of conv/linear parameters in percent (PFP's budget), searched like MACs.")
+    layers: list[LayerRule] = Field(default_factory=list, description="Per-layer ratios; the first match wins.")
+    layer_ratios: list[Ratio] = Field(
+        default_factory=list, description="One removal ratio per conv layer in module order, head excluded (HRank's "
+        "compress_rate lists); a group takes the ratio of its first layer; entries of protected layers are unused.")
+    ignore: list[str] = Field(default_factory=list, description="Layers (globs or 're:' regexes) never pruned.")
+    residual: Literal["internal", "coupled"] = Field(
+        "internal", description="internal: only block-internal channels (as in the papers); coupled: residual-stream "
+        "channels too, pruned together across each stage.")
+    round_to: PositiveInt = Field(1, description="Kept channel counts are multiples of this (e.g. 8 for tensor cores).")
+    min_channels: PositiveInt = Field(1, description="Never keep fewer channels than this in any group.")
+    bn_recalibration: BNRecalibration | None = Field(
+        None, description="Re-estimate BatchNorm statistics on calibration images right after surgery.")
+    compensation: Literal["auto", "none", "fold", "least_squares"] = Field(
+        "auto", description="Make the next layers absorb what removed channels carried, without training: fold "
+        "(regress removed responses on kept ones, one pass), least_squares (re-fit each next layer to the original "
+        "outputs, one pass per layer), none; auto = the method's own choice (fold for functionality, else none).")
+    compensation_images: PositiveInt | None = Field(
+        None, description="Calibration images used by compensation; default: all calibration images.")
+    schedule: Literal["one-shot", "layerwise"] = Field(
+        "one-shot", description="one-shot: remove every channel at once; layerwise: one group at a time in model "
+        "order, fine-tuning layerwise_epochs after each (HRank's schedule).")
+    layerwise_epochs: Annotated[int, Field(ge=0)] = Field(1, description="Fine-tuning epochs after each group (layerwise).")
+
+    @model_validator(mode="after")
+    def _one_target(self) -> "PruningConfig":
+        given = [n for n in ("ratio", "macs_reduction_pct", "params_reduction_pct") if getattr(self, n) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give one of ratio, macs_reduction_pct, params_reduction_pct, not {' and '.join(given)}")
+        return self
+
+    @property
+    def sets_amount(self) -> bool:
+        """True when the recipe says how much to prune (else the method must allocate, e.g. a threshold)."""
+        targets = (self.ratio, self.macs_reduction_pct, self.params_reduction_pct)
+        return any(t is not None for t in targets) or bool(self.layers) or bool(self.layer_ratios)
+
+
+# ---------------------------------------------------------------------------------------- fine-tuning
+class DistillConfig(StrictModel):
+    """Knowledge distillation from the unpruned model (Hinton et al. 2015): the loss becomes
+    (1 - weight) * cross-entropy + weight * T^2 * KL(teacher_T || student_T), both softened by temperature T."""
+
+    weight: Annotated[float, Field(gt=0, le=1)] = Field(0.5, description="Share of the distillation term (1 = teacher only).")
+    temperature: Annotated[float, Field(gt=0)] = Field(4.0, description="Softmax temperature T of teacher and student.")
+
+
+class FinetuneConfig(StrictModel):
+    epochs: Annotated[int, Field(ge=0)] = Field(0, description="0 skips fine-tuning.")
+    lr: Annotated[float, Field(gt=0)] = 0.01
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    nesterov: bool = False
+    weight_decay: Annotated[float, Field(ge=0)] = 5e-4
+    schedule: Literal["cosine", "step", "constant"] = "cosine"
+    milestones: list[Annotated[float, Field(gt=0, lt=1)]] = Field(
+        default_factory=lambda: [0.5, 0.75], description="step schedule: fractions of the epochs where lr *= gamma.")
+    gamma: Annotated[float, Field(gt=0, le=1)] = 0.1
+    warmup_epochs: Annotated[int, Field(ge=0)] = 0
+    label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    max_steps_per_epoch: PositiveInt | None = Field(None, description="Cap the optimizer steps of each epoch.")
+    distill: DistillConfig | None = Field(
+        None, description="Distil from the unpruned model while fine-tuning (null: plain cross-entropy).")
+
+    @model_validator(mode="after")
+    def _warmup(self) -> "FinetuneConfig":
+        if self.epochs and self.warmup_epochs >= self.epochs:
+            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be smaller than epochs ({self.epochs})")
+        return self
+
+
+# ------------------------------------------------------------------------------------------------ gates
+class LatencyGate(StrictModel):
+    backend: Backend = "onnxruntime-cpu"  # type: ignore[valid-type]
+    artifact: str = Field("pruned_onnx", description="Which artifact is gated: pruned_onnx, pruned_int8, pruned_fp16, "
+                          "stripe_onnx, pruned_torch, pruned_fp16_engine, ...")
+    batch: PositiveInt
+    p50_ms: Annotated[float, Field(gt=0)] = Field(description="Largest allowed median latency of the pruned model.")
+
+
+class GatesConfig(StrictModel):
+    max_accuracy_drop: Annotated[float, Field(ge=0)] | None = Field(
+        None, description="Largest allowed top-1 drop (baseline - pruned) in points on the test split.")
+    min_macs_reduction_pct: Annotated[float, Field(ge=0, le=100)] | None = None
+    max_latency_ms: list[LatencyGate] = Field(default_factory=list)
+    max_variant_accuracy_drop: Annotated[float, Field(ge=0)] | None = Field(
+        None, description="Largest allowed top-1 drop of each pruned precision variant (export.precisions, on "
+        "onnxruntime CPU) below the pruned FP32 model, in points.")
+
+
+
+# ----------------------------------------------------------------------------------------------- recipe
+class Recipe(StrictModel):
+    version: Literal[1] = 1
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Used in the default run folder name.")
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    model: ModelConfig
+    data: DataConfig
+    method: MethodConfig
+    pruning: PruningConfig
+    finetune: FinetuneConfig = FinetuneConfig()
+    export: ExportConfig = ExportConfig()
+    profile: ProfileConfig = ProfileConfig()
+    gates: GatesConfig = GatesConfig()
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "Recipe":
+        if not self.pruning.sets_amount and not self.method.allocates:
+            raise ValueError("pruning: nothing to prune; set ratio, macs_reduction_pct, params_reduction_pct, layers "
+                             "or layer_ratios (or a method option that decides, e.g. functionality's threshold)")
+        if (self.export.precisions or self.export.tensorrt.enabled) and not self.export.onnx:
+            raise ValueError("export.precisions and export.tensorrt need export.onnx: true (they start from the ONNX "
+                             "export); set export.onnx: true")
+        if self.export.stripe.enabled is True and not self.export.onnx:
+            raise ValueError("export.stripe.enabled: true needs export.onnx: true (the stripe graph is a rewrite of "
+                             "the dense ONNX export); set export.onnx: true or export.stripe.enabled: auto")
+        if "tensorrt" in self.profile.backends and not self.export.tensorrt.enabled:
+            raise ValueError("profile.backends: tensorrt times the engines of export.tensorrt; set "
+                             "export.tensorrt.enabled: true or drop tensorrt from profile.backends")
+        self._check_tensorrt_batches()
+        for gate in self.gates.max_latency_ms:
+            produced = self._gateable(gate.backend)
+            if gate.artifact not in produced:
+                raise ValueError(f"gates.max_latency_ms: artifact {gate.artifact} is not measured on {gate.backend} by "
+                                 f"this recipe" + did_you_mean(gate.artifact, produced))
+            if gate.backend not in self.profile.backends:
+                raise ValueError(f"gates.max_latency_ms: backend {gate.backend} is not in profile.backends "
+                                 f"{self.profile.backends}; add it there so that it is measured")
+            if not self.export.onnx or not self.profile.enabled:
+                raise ValueError("gates.max_latency_ms needs the ONNX export and profiling (export.onnx and "
+                                 "profile.enabled true) to measure anything")
+            if gate.batch not in self.profile.batch_sizes:
+                raise ValueError(f"gates.max_latency_ms: batch {gate.batch} is not profiled; "
+                                 f"add it to profile.batch_sizes {list(self.profile.batch_sizes)}")
+        return self
+
+    def _gateable(self, backend: str) -> set[str]:
+        """The artifacts a latency gate can name on ``backend``, given what this recipe exports."""
+        engines = self.export.tensorrt.precisions if self.export.tensorrt.enabled else []
+        return artifacts.gateable(backend, self.export.precisions, engines)
+
+    def _check_tensorrt_batches(self) -> None:
+        trt, largest = self.export.tensorrt, max(self.profile.batch_sizes)
+        if not trt.enabled:
+            return
+        if trt.max_batch is not None and "tensorrt" in self.profile.backends and trt.max_batch < largest:
+            raise ValueError(f"export.tensorrt.max_batch ({trt.max_batch}) is below the largest profiled batch "
+                             f"({largest}); raise it or drop that batch from profile.batch_sizes")
+        if trt.opt_batch is not None and trt.opt_batch > (trt.max_batch or largest):
+            raise ValueError(f"export.tensorrt.opt_batch ({trt.opt_batch}) exceeds the engines' max batch "
+                             f"({trt.max_batch or largest}); lower it or set export.tensorrt.max_batch")
+
+

@@ -1,0 +1,148 @@
+"""Export orchestration: one network -> its ONNX file (parity-checked, MACs counted on the graph), the stripe
+graph, the precision variants and the TensorRT engines, as the baseline and export stages ask for them.
+
+- :func:`export_artifact`: a CPU copy of the model to ONNX, parity against PyTorch on real images (the
+  ``export.parity_images`` first calibration images), MACs and params counted on the exported graph.
+- :func:`export_stripe_artifact`: the stripe-decomposed (hybrid) rewrite of the dense-slim file when a KxK
+  conv has zero stripes (SWP), with the per-layer choice measured on onnxruntime CPU at ``batch`` and
+  ``threads`` (``export/hybrid.py`` says why the whole graph is checked too), parity and MACs on the graph.
+- :func:`export_variants`: ``export.precisions`` (FP16, INT8-QDQ), each evaluated on onnxruntime CPU.
+- :func:`export_engines`: TensorRT engines, parity-checked against onnxruntime. An engine whose plan needs an
+  INT8 file gets a *symmetric* one (zero point 0, the QDQ form TensorRT takes), made for the engine alone
+  when the recipe's INT8 variant is asymmetric (``export.int8.activations: uint8``, onnxruntime CPU's fast
+  U8S8 kernels).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from .. import artifacts
+from .._io import write_json
+from ..config import ExportConfig, Int8Config, StripeExportConfig
+from .deploy import EngineArtifact, VariantArtifact
+from .hybrid import LayerChoice
+
+
+@dataclass(frozen=True)
+class OnnxArtifact:
+    path: Path
+    max_abs_diff: float  # largest |PyTorch - onnxruntime| on the parity images' logits
+    macs: int  # counted on the ONNX graph, per image
+    params: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class StripeArtifact(OnnxArtifact):
+    layers: tuple[LayerChoice, ...] = ()  # one per KxK conv
+    batch: int = 1  # the batch the choice was measured at
+    graph_check: dict | None = None  # whole-graph dense vs hybrid timings (hybrid form)
+
+    @property
+    def stripe_layers(self) -> int:
+        return sum(c.form == "stripe" for c in self.layers)
+
+
+@dataclass(frozen=True)
+class Images:
+    """Where export takes its images: the parity images (the first calibration images, on the CPU) and the
+    INT8 calibration stream."""
+
+    parity: torch.Tensor
+    calibration: Callable[[], Iterable[torch.Tensor]]  # the INT8 calibration batches, afresh each call
+
+    @classmethod
+    def of(cls, loaders, cfg: ExportConfig) -> Images:
+        def calibration() -> Iterable[torch.Tensor]:
+            return (images for images, _ in loaders.calibration_loader(cfg.int8.calibration_images))
+
+        return cls(parity_images(loaders.calibration, cfg.parity_images), calibration)
+
+
+def parity_images(calibration, count: int) -> torch.Tensor:
+    """The first ``count`` images of a calibration loader, on the CPU."""
+    batches, total = [], 0
+    for images, _ in calibration:
+        batches.append(images)
+        total += images.shape[0]
+        if total >= count:
+            break
+    return torch.cat(batches)[:count].cpu()
+
+
+def export_artifact(model: nn.Module, path: Path, images: Images, opset: int) -> OnnxArtifact:
+    """Export ``model`` (a CPU copy) to ONNX, check parity on real images, count MACs on the graph."""
+    from ..profiling.macs import count_onnx
+    from .onnx import check_parity, export_onnx
+
+    start = time.perf_counter()
+    cpu = copy.deepcopy(model).cpu().eval()
+    export_onnx(cpu, images.parity[:2], path, opset=opset)
+    diff = check_parity(cpu, path, images.parity)
+    cost = count_onnx(path)
+    return OnnxArtifact(path=path, max_abs_diff=diff, macs=cost.macs, params=cost.params,
+                        seconds=time.perf_counter() - start)
+
+
+def export_variants(onnx: OnnxArtifact, precisions: Sequence[str], int8: Int8Config, images: Images,
+                    test_loader) -> dict[str, VariantArtifact]:
+    """``export.precisions`` variants of an exported file (FP16, INT8-QDQ), each evaluated on onnxruntime CPU."""
+    if not precisions:
+        return {}
+    from .deploy import precision_variants
+
+    return precision_variants(onnx.path, precisions, int8, images.calibration, test_loader, images.parity.numpy())
+
+
+def export_engines(onnx: OnnxArtifact, variants: dict[str, VariantArtifact], cfg: ExportConfig, images: Images,
+                   batch_sizes: Sequence[int], input_shape: tuple[int, int, int]) -> dict[str, EngineArtifact]:
+    """TensorRT engines of ``onnx`` (``export.tensorrt``), parity-checked against onnxruntime."""
+    if not cfg.tensorrt.enabled:
+        return {}
+    from .deploy import build_engines
+
+    def make(precision: str) -> Path:  # an ONNX variant only the engine needs; its INT8 is symmetric (TensorRT)
+        from .precision import make_variant, to_int8_qdq
+
+        if precision != "int8":
+            return make_variant(onnx.path, precision, onnx.path.parent).path
+        return to_int8_qdq(onnx.path, artifacts.tensorrt_int8_file(onnx.path), images.calibration(),
+                           per_channel=cfg.int8.per_channel, method=cfg.int8.method, activations="int8")
+
+    usable = {p: v for p, v in variants.items() if p != "int8" or cfg.int8.activations == "int8"}
+    return build_engines(onnx.path, usable, cfg.tensorrt, batch_sizes, input_shape, images.parity.numpy(), make)
+
+
+def export_stripe_artifact(model: nn.Module, dense: OnnxArtifact, path: Path, layers_json: Path, images: Images,
+                           cfg: StripeExportConfig, threads: int | None) -> StripeArtifact | None:
+    """The stripe-decomposed (hybrid) graph of the dense-slim export, with parity and MACs on the graph; None
+    when ``export.stripe`` is off, or ``auto`` and no KxK conv has a zero stripe. ``cfg.batch`` is set
+    (the export stage defaults it to the largest profiled batch)."""
+    from ..methods.swp import alive_stripes, skeleton_layers
+    from ..profiling.macs import count_onnx
+    from .hybrid import export_stripe
+    from .onnx import check_parity
+
+    if cfg.enabled is False:
+        return None
+    sparse = any(not alive_stripes(model.get_submodule(name)).all() for name in skeleton_layers(model))
+    if cfg.enabled == "auto" and not sparse:
+        return None
+    start = time.perf_counter()
+    result = export_stripe(dense.path, path, cfg.batch, threads, form=cfg.form, min_gain=cfg.min_gain)
+    write_json(layers_json, {"batch": cfg.batch, "threads": threads, "form": cfg.form,
+                             "whole_graph_check": result.graph_check, "layers": [c.to_json() for c in result.choices]})
+    cpu = copy.deepcopy(model).cpu().eval()
+    diff = check_parity(cpu, path, images.parity)
+    cost = count_onnx(path)
+    return StripeArtifact(path=path, max_abs_diff=diff, macs=cost.macs, params=cost.params,
+                          seconds=time.perf_counter() - start, layers=tuple(result.choices), batch=cfg.batch,
+                          graph_check=result.graph_check)

@@ -1,0 +1,15 @@
+"""The stages of a run, one file each. A stage is a plain function of the run :class:`~.load.Context`, the
+config section(s) it needs and the results it builds on; it returns a frozen result (``results.py``) and
+writes only under its own folder of the run (``artifacts.RunLayout``). ``pipeline.run`` decides which run,
+in which order, on which rank, and records them."""
+
+from .baseline import baseline
+from .export import export
+from .finetune import finetune
+from .load import Context, Inputs, check_dependencies, check_plan, load_inputs
+from .profile import profile
+from .prune import prune
+from .results import Baseline, Exported, Profiled, Pruned, Results, Tuned, deployables
+
+__all__ = ["Baseline", "Context", "Exported", "Inputs", "Profiled", "Pruned", "Results", "Tuned", "baseline",
+           "check_dependencies", "check_plan", "deployables", "export", "finetune", "load_inputs", "profile", "prune"]

@@ -1,0 +1,92 @@
+"""The load stage, and the checks that run before any work is done or any file written.
+
+``load_inputs``: the model (zoo or the user's factory), its checkpoint, a trial prune of the recipe's plan
+(selectors, channel counts, the pruned forward), and the loaders. ``check_dependencies``: a recipe that
+needs TensorRT, a GPU or onnxruntime-gpu where they are missing stops in its first second with exit 2 and
+the install hint, not after hours of fine-tuning (DESIGN.md §3). Nothing here writes a file, so a bad input
+leaves no run folder behind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from ..artifacts import RunLayout
+from ..config import DataConfig, ExportConfig, ModelConfig, ProfileConfig, PruningConfig
+from ..data import Loaders
+from ..errors import ExportError
+from ..models import CheckpointInfo
+
+
+@dataclass(frozen=True)
+class Inputs:
+    model: nn.Module  # the unpruned model, eval mode, on the run's device
+    input_shape: tuple[int, int, int]
+    loaders: Loaders
+    checkpoint: CheckpointInfo | None
+    architecture: dict  # the recipe's model section without its weights: how to build the network again
+
+    @property
+    def summary(self) -> str:
+        data = self.loaders
+        return (f"{type(self.model).__name__} {tuple(self.input_shape)}, train {data.num_train} / val {data.num_val} / "
+                f"test {data.num_test} / calibration {data.num_calibration} images")
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every stage after load works with: the inputs, the run folder, the device and the recipe seed."""
+
+    inputs: Inputs
+    layout: RunLayout
+    device: torch.device
+    seed: int
+
+
+def load_inputs(model_cfg: ModelConfig, data_cfg: DataConfig, pruning: PruningConfig, seed: int,
+                device: torch.device) -> Inputs:
+    from ..data import build_loaders
+    from ..models import build_model, load_checkpoint
+
+    model, input_shape = build_model(model_cfg, data_cfg.num_classes)
+    info = None
+    if model_cfg.checkpoint is not None:
+        info = load_checkpoint(model, model_cfg.checkpoint, key=model_cfg.checkpoint_key,
+                               trust=model_cfg.trust_checkpoint, model_name=model_cfg.arch)
+    check_plan(model, tuple(input_shape), pruning)
+    loaders = build_loaders(data_cfg, input_shape, seed)
+    architecture = model_cfg.model_dump(mode="json", exclude={"checkpoint", "checkpoint_key", "trust_checkpoint"})
+    return Inputs(model=model.to(device).eval(), input_shape=tuple(input_shape), loaders=loaders, checkpoint=info,
+                  architecture=architecture)
+
+
+def check_plan(model: nn.Module, input_shape: tuple[int, int, int], pruning: PruningConfig) -> None:
+    """Selectors, channel counts and a trial prune, checked before any work is done or any file written."""
+    from ..surgery import preflight
+    from ..surgery.graph import select_layers
+
+    select_layers(model, pruning.ignore, "pruning.ignore")
+    for i, rule in enumerate(pruning.layers):
+        select_layers(model, [rule.match], f"pruning.layers[{i}].match")
+    preflight(model, input_shape, pruning)
+
+
+def check_dependencies(export: ExportConfig, profile: ProfileConfig) -> None:
+    """Fail fast (exit 2) when the recipe needs TensorRT or a GPU backend this machine lacks."""
+    if profile.enabled:
+        from ..profiling.backends import require_backend
+
+        for backend in profile.backends:
+            if backend != "tensorrt":  # the engines' own check follows
+                require_backend(backend)
+    if export.tensorrt.enabled:
+        from ..export.tensorrt import require_tensorrt
+
+        require_tensorrt("export.tensorrt.enabled")
+        if not torch.cuda.is_available():
+            raise ExportError("export.tensorrt.enabled: TensorRT engines are built and checked on a CUDA GPU, and "
+                              "this machine has none; run on a GPU machine (docker/Dockerfile.gpu) or set "
+                              "export.tensorrt.enabled: false")

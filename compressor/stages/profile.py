@@ -1,0 +1,45 @@
+"""The profile stage (``profile.enabled`` and an ONNX export): every artifact on every ``profile.backends``
+backend, interleaved in one process; ratios of each pruned artifact against its baseline counterpart on the
+same backend (``profiling/plan.py``); ``profile/latency.json`` and ``latency.png``."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from .. import artifacts
+from ..config import ProfileConfig
+from ..export.deploy import EngineArtifact
+from .load import Context
+from .results import Baseline, Exported, Profiled, deployables
+
+
+def profile(ctx: Context, cfg: ProfileConfig, baseline: Baseline, exported: Exported, models: dict[str, nn.Module],
+            title: str) -> Profiled:
+    """``models``: side (baseline, pruned) -> PyTorch module, for the torch backends. The torch-cpu rows run at
+    ``profile.threads``, as onnxruntime does."""
+    from ..profiling.latency import measure, write_profile
+    from ..profiling.plan import pipeline_ratios, runners
+
+    files, engines = _files(baseline, exported)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads or threads)
+    try:
+        stats = measure(runners(cfg, files, engines, models, ctx.inputs.input_shape, ctx.device), cfg.batch_sizes,
+                        cfg.warmup, cfg.iterations, cfg.repeats)
+    finally:
+        torch.set_num_threads(threads)
+    ratios = pipeline_ratios(stats)
+    write_profile(stats, ctx.layout.profile, title=title, ratios=ratios)
+    return Profiled(stats=tuple(stats), ratios=tuple(ratios))
+
+
+def _files(baseline: Baseline, exported: Exported) -> tuple[dict, dict]:
+    """(name -> ONNX file, name -> engine file) of everything the run exported."""
+    named = deployables(baseline, exported)
+    files = {artifacts.BASELINE_ONNX: baseline.onnx.path, artifacts.PRUNED_ONNX: exported.onnx.path}
+    if exported.stripe is not None:
+        files[artifacts.STRIPE_ONNX] = exported.stripe.path
+    files.update({name: a.path for name, a in named.items() if not isinstance(a, EngineArtifact)})
+    engines = {name: a.path for name, a in named.items() if isinstance(a, EngineArtifact)}
+    return files, engines

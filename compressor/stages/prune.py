@@ -1,0 +1,59 @@
+"""The prune stage: the method decides which channels go, surgery removes them (``surgery.schedule`` says
+when), then optionally BatchNorm statistics are re-estimated; the retrain-free accuracy is measured and the
+widths and group decisions are written under ``pruned/``."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from .._io import write_json
+from ..config import FinetuneConfig, MethodOptions, PruningConfig
+from ..export.artifacts import parity_images
+from ..methods import CalibrationContext, TrainingMethod, build_method
+from ..surgery.schedule import Trainer, prune_layerwise, train_with_masks
+from .load import Context
+from .results import Pruned
+
+
+def prune(ctx: Context, model: nn.Module, method_cfg: MethodOptions, cfg: PruningConfig,
+          tune: FinetuneConfig) -> Pruned:
+    """Prune ``model`` in place. A training-time method first trains with masks (``method.epochs`` with the
+    fine-tuning optimizer, resumable per epoch from ``pruned/method.ckpt.pt``); the report then says how far
+    the masked and the physically pruned networks differ (zero up to float rounding)."""
+    from ..surgery import prune as prune_one_shot
+    from ..training import evaluate, recalibrate_batchnorm
+
+    inputs, device = ctx.inputs, ctx.device
+    method = build_method(method_cfg, seed=ctx.seed)
+    calibration = CalibrationContext(batches=lambda: inputs.loaders.calibration, device=device,
+                                     num_images=inputs.loaders.num_calibration, seed=ctx.seed)
+    trainer = Trainer(inputs.loaders.train, inputs.loaders.val, tune, device, ctx.seed,
+                      teacher=inputs.model if tune.distill is not None else None)
+    masked = None
+    if isinstance(method, TrainingMethod):
+        masked = train_with_masks(model, method, inputs.input_shape, cfg, trainer, ctx.layout.checkpoint("prune"))
+    if cfg.schedule == "layerwise":
+        surgery = prune_layerwise(model, inputs.input_shape, method, cfg, calibration, trainer)
+    else:
+        surgery = prune_one_shot(model, inputs.input_shape, method, cfg, calibration)
+    difference = None if masked is None else _max_difference(masked, model, parity_images(inputs.loaders.calibration, 64))
+    bn_images = 0
+    if cfg.bn_recalibration is not None:
+        loader = inputs.loaders.calibration_loader(cfg.bn_recalibration.images)
+        bn_images = recalibrate_batchnorm(model, loader, device)
+    retrain_free = evaluate(model, inputs.loaders.test, device, "pruned (before fine-tuning): test")
+    write_json(ctx.layout.widths, list(surgery.widths))
+    write_json(ctx.layout.groups, {"global_ratio": surgery.global_ratio, "allocation": surgery.allocation,
+                                   "search": list(surgery.search), "compensation": list(surgery.compensation),
+                                   "method": method.details, "pruned": [vars(g) for g in surgery.groups],
+                                   "skipped": surgery.skipped})
+    return Pruned(surgery=surgery, retrain_free=retrain_free, bn_images=bn_images, method_details=method.details,
+                  masked_vs_pruned=difference)
+
+
+def _max_difference(masked: nn.Module, pruned: nn.Module, images: torch.Tensor) -> float:
+    """The masked network and the physically pruned one must compute the same logits."""
+    images = images.to(next(pruned.parameters()).device)
+    with torch.no_grad():
+        return float((masked.eval()(images) - pruned.eval()(images)).abs().max())
