@@ -94,7 +94,8 @@ def build_engines(onnx_path: Path, variants: dict[str, VariantArtifact], cfg, ba
                   make_variant: Callable[[str], Path]) -> dict[str, EngineArtifact]:
     """One TensorRT engine per ``cfg.precisions`` in ``onnx_path``'s folder; ``make_variant(precision)`` writes
     an ONNX variant the plan needs that ``variants`` does not have yet."""
-    from .tensorrt import build_engine, builder_plan, engine_parity, major_version, require_tensorrt
+    from .tensorrt import build_engine, builder_plan, major_version, require_tensorrt
+    from .tensorrt_run import engine_parity
 
     version = require_tensorrt()
     max_batch = cfg.max_batch or max(batch_sizes)

@@ -10,7 +10,7 @@ What each backend times, and with which clock:
 - ``torch-cpu`` / ``torch-cuda`` / ``torch-cuda-graph`` (``nn.Module``): ``perf_counter`` around the forward
   on CPU; CUDA events around the eager forward, or around ``CUDAGraph.replay`` of a forward captured per batch.
 - ``tensorrt`` (``.engine`` / ``.plan``): CUDA events around ``execute_async_v3``
-  (``compressor.export.tensorrt.time_engine``, which opens the engine anew for every round).
+  (``compressor.export.tensorrt_run.time_engine``, which opens the engine anew for every round).
 
 Every runner has ``prepare(batch)`` (inputs, graphs: untimed), ``warm(batch, n)`` and
 ``time(batch, iterations) -> milliseconds``. Inputs are random data of the artifact's own input shape,
@@ -304,12 +304,12 @@ class TensorRTRunner:
         pass
 
     def warm(self, batch: int, n: int) -> None:
-        from ..export.tensorrt import time_engine
+        from ..export.tensorrt_run import time_engine
 
         time_engine(self.path, batch, max(n - 1, 0), 1)
 
     def time(self, batch: int, iterations: int) -> list[float]:
-        from ..export.tensorrt import time_engine
+        from ..export.tensorrt_run import time_engine
 
         return time_engine(self.path, batch, ROUND_WARMUP, iterations)
 

@@ -21,6 +21,7 @@ import torch
 from compressor.errors import ExportError, MissingDependencyError
 from compressor.export import export_onnx
 from compressor.export import tensorrt as trt_export
+from compressor.export import tensorrt_run as trt_run
 from compressor.export.precision import make_variant
 from compressor.export.tensorrt import BuildPlan, build_engine, builder_plan, major_version
 
@@ -329,10 +330,10 @@ def test_real_engine_builds_runs_and_matches(real_trt, variants, tmp_path, preci
     info = build_engine(variants[plan.onnx_variant], tmp_path / "model.engine", plan, tmp_path / "build.log")
     assert info.size_bytes > 0 and (tmp_path / "timing.cache").stat().st_size > 0
     images = np.random.default_rng(2).standard_normal((5, *SHAPE)).astype(np.float32)
-    assert trt_export.engine_parity(info.path, variants[plan.onnx_variant], images) < tolerance
-    assert trt_export.run_engine(info.path, images[:1]).shape == (1, 10)
-    assert trt_export.run_engine(info.path, np.zeros((9, *SHAPE), np.float32)).shape == (9, 10)  # chunks of max batch 8
-    times = trt_export.time_engine(info.path, batch_size=8, warmup=3, iterations=10)
+    assert trt_run.engine_parity(info.path, variants[plan.onnx_variant], images) < tolerance
+    assert trt_run.run_engine(info.path, images[:1]).shape == (1, 10)
+    assert trt_run.run_engine(info.path, np.zeros((9, *SHAPE), np.float32)).shape == (9, 10)  # chunks of max batch 8
+    times = trt_run.time_engine(info.path, batch_size=8, warmup=3, iterations=10)
     assert len(times) == 10 and all(t > 0 for t in times)
     with pytest.raises(ExportError, match="outside the engine's profile"):
-        trt_export.time_engine(info.path, batch_size=9, warmup=0, iterations=1)
+        trt_run.time_engine(info.path, batch_size=9, warmup=0, iterations=1)
