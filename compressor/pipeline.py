@@ -120,7 +120,7 @@ def _run(recipe: Recipe, layout: RunLayout, recipe_path, overwrite: bool, resume
     distributed.check_batch(recipe.data.batch_size)
     environment.seed_everything(recipe.seed)
     with timed_stage("load") as t:
-        inputs = stages.load_inputs(recipe.model, recipe.data, recipe.pruning, recipe.seed, device)
+        inputs = _load(recipe, device, resume)
         t["note"] = inputs.summary
     distributed.on_main(lambda: _start_folder(layout, recipe, recipe_path, overwrite, resume, device))
     ledger = Ledger(layout, [s.name for s in STAGES if s.wanted(recipe)], resume, write=main)
@@ -134,6 +134,22 @@ def _run(recipe: Recipe, layout: RunLayout, recipe_path, overwrite: bool, resume
             write_json(layout.status, {"status": "failed", "error": f"{type(exc).__name__}: {exc}",
                                        "completed_stages": ledger.completed})
         raise
+
+
+def _load(recipe: Recipe, device, resume: bool) -> stages.Inputs:
+    """The model, checkpoint and loaders. A resumed run never unpickles: its recipe comes from the run folder,
+    which must not be able to switch ``model.trust_checkpoint`` on, so the checkpoint loads with weights_only."""
+    from .errors import CheckpointError
+
+    model = recipe.model.model_copy(update={"trust_checkpoint": False}) if resume else recipe.model
+    try:
+        return stages.load_inputs(model, recipe.data, recipe.pruning, recipe.seed, device)
+    except CheckpointError as exc:
+        if model is recipe.model or not recipe.model.trust_checkpoint:
+            raise
+        raise CheckpointError(f"{exc} (--resume loads model.checkpoint with weights_only whatever "
+                              "model.trust_checkpoint says, since a run folder must not be able to run code; re-save "
+                              "the checkpoint as a plain state_dict, or run again without --resume)") from None
 
 
 def _start_folder(layout: RunLayout, recipe: Recipe, recipe_path, overwrite: bool, resume: bool, device) -> None:
@@ -249,10 +265,22 @@ def resume_run(run_dir: Path) -> RunResult | None:
         if secondary_rank():  # under torchrun, rank 0 reports
             return None
         log(f"compress run --resume {run_dir}: the run had finished; nothing to do")
-        report = json.loads(layout.report_json.read_text())
+        report = _finished_report(layout)
         return RunResult(out_dir=layout.root, report=report, passed=report["passed"])
     log(f"compress run --resume {run_dir}")
     return run(recipe, layout.root, recipe_path=layout.resolved_recipe, resume=True)
+
+
+def _finished_report(layout: RunLayout) -> dict:
+    from .errors import OutputDirError
+
+    try:
+        report = json.loads(layout.report_json.read_text(encoding="utf-8"))
+        report["passed"], report["recipe"], report["baseline"]  # noqa: B018 - what the summary reads
+        return report
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        raise OutputDirError(f"{layout.report_json}: status.json says the run finished, but its report is "
+                             f"unreadable ({type(exc).__name__}); run again without --resume") from None
 
 
 def _status(layout: RunLayout) -> str | None:
