@@ -80,10 +80,9 @@ def main() -> None:
             row = {"sparsity": sparsity, "top1_no_training": top1(model, npz),
                    "macs_dense": count_onnx(dense).macs, "macs_hybrid": count_onnx(hybrid).macs,
                    "stripe_layers": sum(c.form == "stripe" for c in choices), "layers": len(choices),
-                   "parity": parity, "hybrid_vs_dense": {r["batch"]: r["ratio"] for r in ratios
-                                                         if r["artifact"] == "hybrid"},
-                   "dense_vs_baseline": {r["batch"]: r["ratio"] for r in latency_ratios(stats, "baseline")
-                                         if r["artifact"] == "dense_slim"},
+                   "parity": parity, "hybrid_vs_dense": {r.batch: r.ratio for r in ratios if r.artifact == "hybrid"},
+                   "dense_vs_baseline": {r.batch: r.ratio for r in latency_ratios(stats, "baseline")
+                                         if r.artifact == "dense_slim"},
                    "p50_ms": {f"{s.artifact}@{s.batch}": s.p50_ms for s in stats},
                    "whole_graph_check": result.graph_check, "choices": [c.to_json() for c in choices]}
             rows.append(row)
