@@ -47,7 +47,16 @@ class Space:
 
 
 def settle(allocation: Allocation, space: Space) -> dict[str, int]:
-    """Kept channels of every group: the method's counts rounded as it asked, the recipe's for the others."""
+    """Kept channels of every group: the method's counts rounded as it asked (a count that already is an
+    allowed width, a group's full width included, stays as it is), the recipe's for the groups it left out."""
     recipe = kept_counts(space.plans, space.rounding, space.cfg.ratio or 0.0)
-    return {p.info.key: space.rounding.apply(p.info, allocation.kept[p.info.key], allocation.rounding)
-            if p.info.key in allocation.kept else recipe[p.info.key] for p in space.plans}
+    kept = {}
+    for plan in space.plans:
+        info, count = plan.info, allocation.kept.get(plan.info.key)
+        if count is None:
+            kept[info.key] = recipe[info.key]
+        elif count in space.rounding.ladder(info):
+            kept[info.key] = count
+        else:
+            kept[info.key] = space.rounding.apply(info, count, allocation.rounding)
+    return kept
