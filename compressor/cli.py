@@ -43,16 +43,22 @@ def run(recipe: Annotated[Optional[Path], typer.Argument(help="Recipe YAML file 
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Reuse a non-empty --out folder.")] = False,
         resume: Annotated[Optional[Path], typer.Option(
             "--resume", help="Go on with an interrupted run in this folder: finished stages are kept, fine-tuning "
-            "continues after its last finished epoch.", show_default=False)] = None) -> None:
+            "continues after its last finished epoch.", show_default=False)] = None,
+        trust_model_code: Annotated[bool, typer.Option(
+            "--trust-model-code", help="With --resume: let the run folder's recipe import and call its own model "
+            "factory (model.arch: package.module:factory). Only for run folders you trust.")] = False) -> None:
     """Run a recipe end to end; exit 1 if a gate fails."""
     from .pipeline import resume_run, run_from_file
 
     with _user_errors():
+        if trust_model_code and resume is None:
+            raise UsageError("--trust-model-code goes with --resume RUN_DIR (a recipe you run yourself names its own "
+                             "model code)")
         if resume is not None:
             if recipe is not None or out is not None or set_ or overwrite:
                 raise UsageError("--resume RUN_DIR takes no RECIPE, --out, --set or --overwrite: the run folder holds "
                                  "its resolved recipe; use `compress run --resume RUN_DIR` alone")
-            result = resume_run(resume)
+            result = resume_run(resume, trust_model_code)
         elif recipe is None:
             raise UsageError("missing RECIPE: use `compress run RECIPE` (or `compress run --resume RUN_DIR`)")
         else:

@@ -9,9 +9,13 @@ network from the pruning history and the recorded weights, and runs the first un
 fine-tuning itself resumes after its last finished epoch (``pruned/finetune.ckpt.pt``). ``report.json`` is
 only ever written after the last stage, so a killed run never has one.
 
-Nothing in a run folder is ever unpickled: resuming someone else's run folder (a CI artifact, a colleague's
-run) cannot execute code. A record that does not fit this version (another compressor version or record
-format, a truncated file, a foreign state file) is one clear error: run again without ``--resume``.
+Nothing in a run folder is ever unpickled, and ``model.trust_checkpoint`` is not honoured on resume: a run
+folder someone else produced (a CI artifact, a colleague's run) cannot make ``--resume`` run code, with one
+opt-in exception: a recipe whose model is the user's own factory (``model.arch: package.module:factory``),
+which resume imports and calls only with ``--trust-model-code``. The resolved recipe is read with
+``yaml.safe_load`` and without ``${VAR}`` expansion. A record that does not fit this version (another
+compressor version or record format, a malformed or truncated file, weights that are not a plain
+state_dict) is one clear error: run again without ``--resume``.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ class Ledger:
         self.layout, self.order = layout, list(order)
         self.resume, self.write = resume, write
         self.completed: list[str] = []
-        if resume:
+        if resume and write:
             self._refuse_pickled_records()
 
     def has(self, name: str) -> bool:
@@ -53,18 +57,22 @@ class Ledger:
         earlier = self.order[: self.order.index(name) + 1]
         return self.resume and all(self.layout.record(stage).is_file() for stage in earlier)
 
-    def recorded(self, name: str, kind: type) -> Record | None:
-        """The record of a stage finished before the resume (its result decoded as ``kind``), or None (then the
-        stage runs)."""
+    def recorded(self, name: str, kind: type, network: bool = False) -> Record | None:
+        """The record of a stage finished before the resume (its result decoded as ``kind``; with ``network``,
+        the weights the stage left), or None (then the stage runs)."""
         if not self.has(name):
             return None
         path = self.layout.record(name)
-        data = _read(path)
+        data = _read(path, name)
         try:
             result = decode(kind, data["result"], self.layout.root)
         except (RecordMismatch, TypeError) as exc:
             raise OutputDirError(f"{path}: does not fit this compressor's {name} result ({exc}); {_AGAIN}") from None
-        state = _load_state(self.layout.root / data["state_dict"]) if data["state_dict"] else None
+        expected = self.layout.state(name).relative_to(self.layout.root).as_posix() if network else None
+        if data["state_dict"] != expected:
+            raise OutputDirError(f"{path}: names the weights {data['state_dict']!r} where this stage's are "
+                                 f"{expected!r}; {_AGAIN}")
+        state = _load_state(self.layout.state(name)) if network else None
         self.completed.append(name)
         return Record(result=result, seconds=data["seconds"], state=state)
 
@@ -74,6 +82,7 @@ class Ledger:
         self.completed.append(name)
         if not self.write:
             return
+        self._forget_after(name)  # first: a crash before the record leaves no stale later record behind
         state_file = None
         if state is not None:
             state_file = save_torch(self.layout.state(name), state)
@@ -81,7 +90,6 @@ class Ledger:
             "record": RECORD_FORMAT, "compressor": __version__, "stage": name, "seconds": seconds,
             "result": encode(result, self.layout.root),
             "state_dict": state_file and state_file.relative_to(self.layout.root).as_posix()})
-        self._forget_after(name)
         write_json(self.layout.status, {"status": "running", "completed_stages": self.completed,
                                         "updated": time.strftime("%Y-%m-%dT%H:%M:%S")})
 
@@ -106,15 +114,23 @@ class Ledger:
                                  f"compressor, which this version never loads; {_AGAIN}")
 
 
-def _read(path: Path) -> dict:
+_FIELDS = {"record": int, "compressor": str, "stage": str, "seconds": (int, float), "result": object,
+           "state_dict": (str, type(None))}
+
+
+def _read(path: Path, name: str) -> dict:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise OutputDirError(f"{path}: cannot read this stage record ({type(exc).__name__}); {_AGAIN}") from None
-    if not isinstance(data, dict) or data.get("record") != RECORD_FORMAT or "result" not in data:
+    if not isinstance(data, dict) or data.get("record") != RECORD_FORMAT:
         raise OutputDirError(f"{path}: not a compressor stage record of format {RECORD_FORMAT}; {_AGAIN}")
     if data.get("compressor") != __version__:
         raise OutputDirError(f"{path}: written by compressor {data.get('compressor')}, this is {__version__}; {_AGAIN}")
+    wrong = [key for key, kind in _FIELDS.items() if key not in data or not isinstance(data[key], kind)
+             or (kind == (int, float) and isinstance(data[key], bool))]
+    if wrong or set(data) != set(_FIELDS) or data["stage"] != name:
+        raise OutputDirError(f"{path}: not a well-formed record of stage {name} (fields {sorted(data)}); {_AGAIN}")
     return data
 
 
@@ -131,8 +147,10 @@ def _load_state(path: Path) -> dict:
     return state
 
 
-def resumable_recipe(run_dir: Path):
-    """The resolved recipe of an interrupted run folder; one clear line when it cannot be resumed."""
+def resumable_recipe(run_dir: Path, trust_model_code: bool = False):
+    """The resolved recipe of an interrupted run folder; one clear line when it cannot be resumed. A recipe
+    whose model is Python code the folder names (``model.arch: package.module:factory``) is refused unless
+    ``trust_model_code``: resuming would import and call it."""
     from .config import load_recipe
 
     layout = RunLayout(Path(run_dir))
@@ -141,4 +159,9 @@ def resumable_recipe(run_dir: Path):
     if not layout.resolved_recipe.is_file():
         raise OutputDirError(f"--resume {run_dir}: no {layout.resolved_recipe.name} in it, so it is not a compressor "
                              "run folder (or it stopped before its first stage: start it again without --resume)")
-    return load_recipe(layout.resolved_recipe, [])
+    recipe = load_recipe(layout.resolved_recipe, [], expand=False)
+    if recipe.model.user_factory and not trust_model_code:
+        raise OutputDirError(f"--resume {run_dir}: its recipe builds the model by importing and calling "
+                             f"{recipe.model.arch!r} (model.arch), code the run folder names; if you trust this folder "
+                             "(you made it, or read its recipe.resolved.yaml), add --trust-model-code")
+    return recipe

@@ -171,6 +171,7 @@ def _run_stages(run: _Run, ledger: Ledger) -> None:
     for stage in STAGES:
         if not stage.wanted(run.recipe):
             log(f"[{stage.name}] skipped: {stage.off}")
+            run.timings[stage.name] = 0.0  # report.json lists every stage's time
             continue
         if not main and not shared:
             return
@@ -191,7 +192,7 @@ def _run_stages(run: _Run, ledger: Ledger) -> None:
 
 def _take(stage: Stage, run: _Run, ledger: Ledger) -> None:
     """Rank 0: the stage's record from before the resume, or the stage run now, timed and recorded."""
-    record = ledger.recorded(stage.name, stage.result)
+    record = ledger.recorded(stage.name, stage.result, network=stage.network)
     if record is not None:
         log(f"[{stage.name}] done before the resume ({record.seconds:.1f} s)")
         run.results[stage.name], run.timings[stage.name] = record.result, record.seconds
@@ -254,13 +255,14 @@ def run_from_file(path: Path, overrides: list[str], out_dir: Path | None, overwr
     return run(recipe, Path(out_dir), recipe_path=Path(path), overwrite=overwrite)
 
 
-def resume_run(run_dir: Path) -> RunResult | None:
-    """Go on with an interrupted run: its resolved recipe, its folder, its finished stages."""
+def resume_run(run_dir: Path, trust_model_code: bool = False) -> RunResult | None:
+    """Go on with an interrupted run: its resolved recipe, its folder, its finished stages (``ledger.py`` says
+    what resuming trusts)."""
     from .ledger import resumable_recipe
     from .progress import secondary_rank
 
     layout = RunLayout(Path(run_dir))
-    recipe = resumable_recipe(layout.root)
+    recipe = resumable_recipe(layout.root, trust_model_code)
     if layout.report_json.is_file() and layout.status.is_file() and _status(layout) == "complete":
         if secondary_rank():  # under torchrun, rank 0 reports
             return None

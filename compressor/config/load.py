@@ -23,18 +23,20 @@ from .schema import Recipe
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
-    """Read, expand, override and validate a recipe file. Raises :class:`RecipeError` with one line."""
+def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = (), expand: bool = True) -> Recipe:
+    """Read, expand, override and validate a recipe file. Raises :class:`RecipeError` with one line.
+    ``expand=False`` takes ``${...}`` literally: a resolved recipe (``recipe.resolved.yaml``) was expanded once
+    already, and a run folder must not read the resuming machine's environment."""
     path = Path(path)
     raw = _read_yaml(path)
-    raw = _expand_env(raw, where="")
+    raw = _expand_env(raw, where="") if expand else raw
     recipe = _validate(raw, path, base_dir=path.resolve().parent)
     if not overrides:
         return recipe
     data = recipe.model_dump(mode="json", exclude_unset=True)  # what the file says; defaults come back on validation
     for item in overrides:
         _apply_override(data, item)
-    return _validate(_expand_env(data, where=""), path, base_dir=Path.cwd(), via_set=True)
+    return _validate(_expand_env(data, where="") if expand else data, path, base_dir=Path.cwd(), via_set=True)
 
 
 def recipe_json_schema() -> dict:

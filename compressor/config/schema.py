@@ -39,6 +39,11 @@ class ModelConfig(StrictModel):
     input_shape: tuple[PositiveInt, PositiveInt, PositiveInt] | None = Field(
         None, description="C, H, W of one input image; default: the zoo entry's shape (required for your own models).")
 
+    @property
+    def user_factory(self) -> bool:
+        """True when ``arch`` names Python code to import and call (``package.module:factory``), not a zoo model."""
+        return ":" in self.arch
+
 
 # ------------------------------------------------------------------------------------------------ data
 class _Source(StrictModel):

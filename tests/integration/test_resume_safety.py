@@ -173,3 +173,19 @@ def test_a_planted_report_of_a_complete_run_is_refused(l1_run, tmp_path):
     plant(out / "report.json", marker)
     result = resume(out)
     assert not marker.exists() and result.exit_code == 2 and "report.json" in result.output, result.output
+
+
+def test_a_resolved_recipe_naming_model_code_is_not_imported_without_trust(l1_run, tmp_path):
+    """``model.arch: module:factory`` is code the folder names: resume refuses it unless --trust-model-code."""
+    import yaml
+
+    out = interrupted_copy(l1_run, tmp_path)
+    marker = tmp_path / "marker"
+    recipe = yaml.safe_load((out / "recipe.resolved.yaml").read_text())
+    recipe["model"].update(arch="os:system", kwargs={"command": f"echo ran > {marker}"}, input_shape=[3, 32, 32])
+    (out / "recipe.resolved.yaml").write_text(yaml.safe_dump(recipe))
+    result = resume(out)
+    assert not marker.exists() and result.exit_code == 2, result.output
+    assert "'os:system'" in result.output and "--trust-model-code" in result.output
+    unrelated = CliRunner().invoke(app, ["run", str(QUICKSTART), "--trust-model-code"])
+    assert unrelated.exit_code == 2 and "goes with --resume" in unrelated.output

@@ -42,7 +42,7 @@ def test_a_record_round_trips_with_paths_relative_to_the_run_folder(tmp_path):
     assert data["result"]["path"] == "export/model.onnx" and data["state_dict"] == ".stages/prune.state.pt"
     moved = tmp_path.parent / (tmp_path.name + "-moved")
     tmp_path.rename(moved)  # a run folder can be moved (or downloaded as a CI artifact) and still resumed
-    got = ledger(moved).recorded("prune", Result)
+    got = ledger(moved).recorded("prune", Result, network=True)
     assert got.result == Result(1.5, moved / "export" / "model.onnx", ("a",)) and got.seconds == 2.0
     assert torch.equal(got.state["w"], torch.ones(2))
     assert ledger(moved).recorded("baseline", Result).state is None
@@ -83,13 +83,18 @@ def test_other_ranks_write_nothing(tmp_path):
     (lambda d: {**d, "record": 99}, r"not a compressor stage record of format 1; run again without --resume"),
     (lambda d: {**d, "result": {"value": 1.0}}, r"does not fit this compressor's prune result \(result: Result fields"),
     (lambda d: {**d, "result": {**d["result"], "value": "high"}}, r"result.value: expected"),
+    (lambda d: {k: v for k, v in d.items() if k != "seconds"}, r"not a well-formed record of stage prune"),
+    (lambda d: {**d, "seconds": "long"}, r"not a well-formed record of stage prune"),
+    (lambda d: {**d, "stage": "export"}, r"not a well-formed record of stage prune"),
+    (lambda d: {**d, "state_dict": "../elsewhere.pt"}, r"names the weights '../elsewhere.pt' where this stage's are"),
+    (lambda d: {**d, "state_dict": None}, r"names the weights None where this stage's are '.stages/prune.state.pt'"),
 ])
 def test_a_record_from_another_version_is_one_clear_line(tmp_path, edit, match):
     record_all(tmp_path, ["baseline", "prune"])
     path = RunLayout(tmp_path).record("prune")
     path.write_text(json.dumps(edit(json.loads(path.read_text()))))
     with pytest.raises(OutputDirError, match=match):
-        ledger(tmp_path).recorded("prune", Result)
+        ledger(tmp_path).recorded("prune", Result, network=True)
 
 
 def test_unreadable_records_and_foreign_state_files_are_refused(tmp_path):
@@ -97,7 +102,7 @@ def test_unreadable_records_and_foreign_state_files_are_refused(tmp_path):
     layout = RunLayout(tmp_path)
     torch.save({"w": torch.ones(1), "extra": Path("x")}, layout.state("prune"))  # a Path: not a plain state_dict
     with pytest.raises(OutputDirError, match=r"prune.state.pt: cannot read these recorded weights as a plain state_dict"):
-        ledger(tmp_path).recorded("prune", Result)
+        ledger(tmp_path).recorded("prune", Result, network=True)
     layout.record("baseline").write_bytes(b"\x80\x04 not json")
     with pytest.raises(OutputDirError, match=r"baseline.json: cannot read this stage record"):
         ledger(tmp_path).recorded("baseline", Result)
@@ -109,3 +114,4 @@ def test_pickled_records_of_an_earlier_compressor_are_refused_not_loaded(tmp_pat
     with pytest.raises(OutputDirError, match=r"baseline.pt are pickled stage records of an earlier compressor"):
         ledger(tmp_path)
     assert ledger(tmp_path, resume=False).completed == []  # a new run (--overwrite) is not bothered
+    assert ledger(tmp_path, write=False).completed == []  # the other torchrun ranks leave the check to rank 0

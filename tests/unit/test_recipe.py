@@ -245,3 +245,14 @@ def test_deployment_settings_are_checked_together(overrides, expected):
 
     with pytest.raises(RecipeError, match=re.escape(expected)):
         load_recipe(QUICKSTART, overrides)
+
+
+def test_a_resolved_recipe_is_read_without_expanding_the_environment(tmp_path, monkeypatch):
+    """``recipe.resolved.yaml`` was expanded when it was written; on --resume, ``${...}`` stays literal (a run
+    folder must not pull the resuming machine's environment into the run)."""
+    data = base()
+    data["model"]["kwargs"] = {"note": "${COMPRESSOR_TEST_SECRET}"}
+    path = write(tmp_path, data)
+    monkeypatch.setenv("COMPRESSOR_TEST_SECRET", "s3cret")
+    assert load_recipe(path).model.kwargs["note"] == "s3cret"
+    assert load_recipe(path, expand=False).model.kwargs["note"] == "${COMPRESSOR_TEST_SECRET}"
