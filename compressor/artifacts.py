@@ -184,10 +184,6 @@ class RunLayout:
         return self.root / PRUNED
 
     @property
-    def pruned_state(self) -> Path:
-        return self.pruned / STATE_FILE
-
-    @property
     def history(self) -> Path:
         return self.pruned / HISTORY_FILE
 

@@ -3,8 +3,10 @@
 :func:`encode` turns a result (dataclasses, tuples, dicts, paths, numbers, numpy/torch scalars) into JSON
 values; paths under ``root`` are written relative to it, so a run folder can be moved and still resumed.
 :func:`decode` rebuilds the typed value from its annotation and refuses anything that does not fit (a missing
-or unknown field, a wrong type) with :class:`RecordMismatch`. Nothing is ever unpickled: JSON in, plain
-values out.
+or unknown field, a wrong type) with :class:`RecordMismatch`. Fields typed as a bare ``dict`` / ``list`` (the
+free-form facts a result carries for the report: a method's details, search trials, the pruning history)
+come back as the JSON they are, as they appear in ``report.json``: tuples inside them as lists. Nothing is
+ever unpickled: JSON in, plain values out.
 """
 
 from __future__ import annotations
@@ -97,11 +99,13 @@ def _expect(data: Any, kind, where: str) -> Any:
 
 
 def _relative(path: Path, root: Path | None) -> str:
+    """``path`` relative to ``root`` when it lies under it (as written, else after resolving links), else as is."""
     if root is not None:
-        try:
-            return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
-        except ValueError:
-            pass
+        for inside, base in ((Path(path), Path(root)), (Path(path).resolve(), Path(root).resolve())):
+            try:
+                return inside.relative_to(base).as_posix()
+            except ValueError:
+                continue
     return str(path)
 
 

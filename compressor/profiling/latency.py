@@ -176,10 +176,6 @@ class LatencyRatio:
     def to_json(self) -> dict:
         return asdict(self)
 
-    @classmethod
-    def from_json(cls, data: dict) -> LatencyRatio:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
-
 
 def latency_ratios(stats: list[LatencyStats], reference: str) -> list[LatencyRatio]:
     """Per other artifact and batch: median over rounds of (artifact round p50 / reference round p50).

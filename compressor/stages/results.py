@@ -1,4 +1,5 @@
-"""What each stage returns: small frozen dataclasses of plain values, paths and other frozen results.
+"""What each stage returns: small frozen dataclasses of numbers, strings, paths, JSON-like facts (a method's
+details, the pruning history) and other frozen results.
 
 They are the run's facts for the gates and the report, and, serialised by ``compressor.codec`` (paths
 relative to the run folder), the resume records of ``.stages/<stage>.json`` (``ledger.py``). No result holds
