@@ -1,7 +1,8 @@
 """The stages of a run, one file each. A stage is a plain function of the run :class:`~.load.Context`, the
 config section(s) it needs and the results it builds on; it returns a frozen result (``results.py``) and
-writes only under its own folder of the run (``artifacts.RunLayout``). ``pipeline.run`` decides which run,
-in which order, on which rank, and records them."""
+writes only its own files of the run folder (``artifacts.RunLayout``: ``baseline/``; ``pruned/``, shared by
+prune and fine-tune; ``export/``; ``profile/``). ``pipeline.run`` decides which run, in which order, on which
+rank, and records them."""
 
 from .baseline import baseline
 from .export import export
