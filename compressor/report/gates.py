@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 
 from .. import artifacts
 from ..config import ExportConfig, GatesConfig, LatencyGate
-from ..stages import Exported, Profiled, Results
+from ..stages import Profiled, Results, onnx_exports
 
 
 @dataclass(frozen=True)
@@ -63,17 +63,11 @@ def macs_reduction(results: Results) -> tuple[float, str]:
 
 
 def _parity_gates(export_cfg: ExportConfig, results: Results) -> list[GateResult]:
-    exported: Exported | None = results.exported
-    checked = [("baseline", results.baseline.onnx)]
-    if exported is not None:
-        checked += [("pruned", exported.onnx), ("stripe", exported.stripe)]
-    rows = []
-    for name, artifact in checked:
-        if artifact is not None:
-            rows.append(gate(f"parity:{name}", export_cfg.parity_tolerance, artifact.max_abs_diff,
-                             artifact.max_abs_diff <= export_cfg.parity_tolerance,
-                             f"max |PyTorch - onnxruntime| on the logits of {export_cfg.parity_images} images"))
-    return rows
+    """``parity:baseline``, ``parity:pruned``, ``parity:stripe``: one per exported FP32 ONNX file."""
+    return [gate(f"parity:{name.removesuffix('_onnx')}", export_cfg.parity_tolerance, artifact.max_abs_diff,
+                 artifact.max_abs_diff <= export_cfg.parity_tolerance,
+                 f"max |PyTorch - onnxruntime| on the logits of {export_cfg.parity_images} images")
+            for name, artifact in onnx_exports(results.baseline, results.exported).items()]
 
 
 def _latency_gate(limit: LatencyGate, profiled: Profiled | None) -> GateResult:

@@ -96,14 +96,9 @@ def _compensation(steps: tuple[dict, ...]) -> dict:
 
 
 def _artifacts(layout: RunLayout, results: Results) -> dict:
-    exported = results.exported
     paths = {"recipe": layout.resolved_recipe, "env": layout.env}
-    if results.baseline.onnx is not None:
-        paths[artifacts.BASELINE_ONNX] = results.baseline.onnx.path
-    if exported is not None:
-        paths[artifacts.PRUNED_ONNX] = exported.onnx.path
-    if exported is not None and exported.stripe is not None:
-        paths[artifacts.STRIPE_ONNX] = exported.stripe.path
+    paths.update({name: artifact.path for name, artifact in results.onnx_exports.items()})
+    if artifacts.STRIPE_ONNX in paths:
         paths["stripe_layers"] = layout.stripe_layers
     for name, artifact in results.deployables.items():
         paths[name] = artifact.path
@@ -121,16 +116,9 @@ def _artifacts(layout: RunLayout, results: Results) -> dict:
 
 
 def _parity(results: Results) -> dict:
-    found = {}
-    if results.baseline.onnx is not None:
-        found[artifacts.BASELINE_ONNX] = results.baseline.onnx.max_abs_diff
-    if results.exported is not None:
-        found[artifacts.PRUNED_ONNX] = results.exported.onnx.max_abs_diff
-        if results.exported.stripe is not None:
-            found[artifacts.STRIPE_ONNX] = results.exported.stripe.max_abs_diff
-    for name, artifact in results.deployables.items():
-        found[name] = artifact.max_abs_diff  # variants: vs the FP32 ONNX; engines: vs onnxruntime
-    return found
+    """Exports: vs PyTorch; variants: vs the FP32 ONNX; engines: vs onnxruntime."""
+    named = {**results.onnx_exports, **results.deployables}
+    return {name: artifact.max_abs_diff for name, artifact in named.items()}
 
 
 def _deploy(results: Results) -> dict:

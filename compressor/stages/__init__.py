@@ -10,7 +10,8 @@ from .finetune import finetune
 from .load import Context, Inputs, check_dependencies, check_plan, load_inputs
 from .profile import profile
 from .prune import prune
-from .results import Baseline, Exported, Profiled, Pruned, Results, Tuned, deployables
+from .results import Baseline, Exported, Profiled, Pruned, Results, Tuned, deployables, onnx_exports
 
 __all__ = ["Baseline", "Context", "Exported", "Inputs", "Profiled", "Pruned", "Results", "Tuned", "baseline",
-           "check_dependencies", "check_plan", "deployables", "export", "finetune", "load_inputs", "profile", "prune"]
+           "check_dependencies", "check_plan", "deployables", "export", "finetune", "load_inputs", "onnx_exports", "profile",
+           "prune"]

@@ -7,11 +7,10 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .. import artifacts
 from ..config import ProfileConfig
 from ..export.deploy import EngineArtifact
 from .load import Context
-from .results import Baseline, Exported, Profiled, deployables
+from .results import Baseline, Exported, Profiled, deployables, onnx_exports
 
 
 def profile(ctx: Context, cfg: ProfileConfig, baseline: Baseline, exported: Exported, models: dict[str, nn.Module],
@@ -37,9 +36,7 @@ def profile(ctx: Context, cfg: ProfileConfig, baseline: Baseline, exported: Expo
 def _files(baseline: Baseline, exported: Exported) -> tuple[dict, dict]:
     """(name -> ONNX file, name -> engine file) of everything the run exported."""
     named = deployables(baseline, exported)
-    files = {artifacts.BASELINE_ONNX: baseline.onnx.path, artifacts.PRUNED_ONNX: exported.onnx.path}
-    if exported.stripe is not None:
-        files[artifacts.STRIPE_ONNX] = exported.stripe.path
+    files = {name: a.path for name, a in onnx_exports(baseline, exported).items()}
     files.update({name: a.path for name, a in named.items() if not isinstance(a, EngineArtifact)})
     engines = {name: a.path for name, a in named.items() if isinstance(a, EngineArtifact)}
     return files, engines

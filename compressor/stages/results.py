@@ -114,8 +114,21 @@ class Results:
     profiled: Profiled | None
 
     @property
+    def onnx_exports(self) -> dict[str, OnnxArtifact]:
+        return onnx_exports(self.baseline, self.exported)
+
+    @property
     def deployables(self) -> dict[str, VariantArtifact | EngineArtifact]:
         return deployables(self.baseline, self.exported)
+
+
+def onnx_exports(baseline: Baseline, exported: Exported | None) -> dict[str, OnnxArtifact]:
+    """The FP32 ONNX files of a run under their names (``baseline_onnx``, ``pruned_onnx``, ``stripe_onnx``),
+    those that were exported."""
+    found = {artifacts.BASELINE_ONNX: baseline.onnx}
+    if exported is not None:
+        found.update({artifacts.PRUNED_ONNX: exported.onnx, artifacts.STRIPE_ONNX: exported.stripe})
+    return {name: artifact for name, artifact in found.items() if artifact is not None}
 
 
 def deployables(baseline: Baseline, exported: Exported | None) -> dict[str, VariantArtifact | EngineArtifact]:
