@@ -197,13 +197,23 @@ def _take(stage: Stage, run: _Run, ledger: Ledger) -> None:
         log(f"[{stage.name}] done before the resume ({record.seconds:.1f} s)")
         run.results[stage.name], run.timings[stage.name] = record.result, record.seconds
         if record.state is not None:
-            run.model = _rebuild(run.context.inputs, run.results["prune"].surgery.history, record.state)
+            run.model = _adopt(run, record.state)
         return
     with timed_stage(stage.name) as t:
         result = stage.run(run)
         t["note"] = result.summary
     run.results[stage.name], run.timings[stage.name] = result, round(t["seconds"], 3)
     ledger.record(stage.name, result, run.timings[stage.name], _cpu_state(run.model) if stage.network else None)
+
+
+def _adopt(run: _Run, state: dict) -> torch.nn.Module:
+    """The network holding a recorded ``state``: the current one when it already has that architecture (fine-tune
+    after a pruned or restored prune), else rebuilt from the pruning history (prune restored onto the unpruned copy)."""
+    current = run.model.state_dict()
+    if current.keys() == state.keys() and all(current[k].shape == v.shape for k, v in state.items()):
+        run.model.load_state_dict(state)
+        return run.model
+    return _rebuild(run.context.inputs, run.results["prune"].surgery.history, state)
 
 
 def _shared_network(run: _Run) -> torch.nn.Module:
