@@ -37,6 +37,18 @@ _AGAIN = "run again without --resume (into a new --out folder, or with --overwri
 
 
 @dataclass(frozen=True)
+class _Envelope:
+    """What ``.stages/<stage>.json`` holds (the result is decoded afterwards, as the stage's own type)."""
+
+    record: int
+    compressor: str
+    stage: str
+    seconds: float
+    result: object
+    state_dict: str | None
+
+
+@dataclass(frozen=True)
 class Record:
     result: object
     seconds: float
@@ -63,18 +75,18 @@ class Ledger:
         if not self.has(name):
             return None
         path = self.layout.record(name)
-        data = _read(path, name)
+        envelope = _read(path, name)
         try:
-            result = decode(kind, data["result"], self.layout.root)
+            result = decode(kind, envelope.result, self.layout.root)
         except (RecordMismatch, TypeError) as exc:
             raise OutputDirError(f"{path}: does not fit this compressor's {name} result ({exc}); {_AGAIN}") from None
-        expected = self.layout.state(name).relative_to(self.layout.root).as_posix() if network else None
-        if data["state_dict"] != expected:
-            raise OutputDirError(f"{path}: names the weights {data['state_dict']!r} where this stage's are "
+        expected = self._state_name(name) if network else None
+        if envelope.state_dict != expected:
+            raise OutputDirError(f"{path}: names the weights {envelope.state_dict!r} where this stage's are "
                                  f"{expected!r}; {_AGAIN}")
         state = _load_state(self.layout.state(name)) if network else None
         self.completed.append(name)
-        return Record(result=result, seconds=data["seconds"], state=state)
+        return Record(result=result, seconds=envelope.seconds, state=state)
 
     def record(self, name: str, result, seconds: float, state: dict | None = None) -> None:
         """Write the record of a stage that just ran (the state file first, so a record never names a missing
@@ -83,15 +95,17 @@ class Ledger:
         if not self.write:
             return
         self._forget_after(name)  # first: a crash before the record leaves no stale later record behind
-        state_file = None
         if state is not None:
-            state_file = save_torch(self.layout.state(name), state)
-        write_json(self.layout.record(name), {
-            "record": RECORD_FORMAT, "compressor": __version__, "stage": name, "seconds": seconds,
-            "result": encode(result, self.layout.root),
-            "state_dict": state_file and state_file.relative_to(self.layout.root).as_posix()})
+            save_torch(self.layout.state(name), state)
+        envelope = _Envelope(RECORD_FORMAT, __version__, name, seconds, encode(result, self.layout.root),
+                             self._state_name(name) if state is not None else None)
+        write_json(self.layout.record(name), encode(envelope))
         write_json(self.layout.status, {"status": "running", "completed_stages": self.completed,
                                         "updated": time.strftime("%Y-%m-%dT%H:%M:%S")})
+
+    def _state_name(self, name: str) -> str:
+        """How a record names its stage's weights file: relative to the run folder."""
+        return self.layout.state(name).relative_to(self.layout.root).as_posix()
 
     def _forget_after(self, name: str) -> None:
         """``name`` ran anew: later stages' records and epoch checkpoints describe another network, and its own
@@ -114,11 +128,7 @@ class Ledger:
                                  f"compressor, which this version never loads; {_AGAIN}")
 
 
-_FIELDS = {"record": int, "compressor": str, "stage": str, "seconds": (int, float), "result": object,
-           "state_dict": (str, type(None))}
-
-
-def _read(path: Path, name: str) -> dict:
+def _read(path: Path, name: str) -> _Envelope:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
@@ -127,11 +137,14 @@ def _read(path: Path, name: str) -> dict:
         raise OutputDirError(f"{path}: not a compressor stage record of format {RECORD_FORMAT}; {_AGAIN}")
     if data.get("compressor") != __version__:
         raise OutputDirError(f"{path}: written by compressor {data.get('compressor')}, this is {__version__}; {_AGAIN}")
-    wrong = [key for key, kind in _FIELDS.items() if key not in data or not isinstance(data[key], kind)
-             or (kind == (int, float) and isinstance(data[key], bool))]
-    if wrong or set(data) != set(_FIELDS) or data["stage"] != name:
-        raise OutputDirError(f"{path}: not a well-formed record of stage {name} (fields {sorted(data)}); {_AGAIN}")
-    return data
+    try:
+        envelope = decode(_Envelope, data, where="record")
+    except RecordMismatch as exc:
+        raise OutputDirError(f"{path}: not a well-formed record of stage {name} ({exc}); {_AGAIN}") from None
+    if envelope.stage != name:
+        raise OutputDirError(f"{path}: not a well-formed record of stage {name} (it says stage {envelope.stage!r}); "
+                             f"{_AGAIN}")
+    return envelope
 
 
 def _load_state(path: Path) -> dict:
