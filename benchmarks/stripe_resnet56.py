@@ -73,7 +73,7 @@ def main() -> None:
             export_onnx(model.eval(), example, dense)
             result = export_stripe(dense, hybrid, batch=32, threads=1)
             choices = result.choices
-            parity = check_parity(model, hybrid, example)
+            parity = check_parity(model, hybrid, example).max_abs_diff
             stats = profile_onnxruntime({"baseline": Path(tmp) / "baseline.onnx", "dense_slim": dense,
                                          "hybrid": hybrid}, [1, 32], 1, warmup=5, iterations=30, repeats=7)
             ratios = latency_ratios(stats, "dense_slim")

@@ -2,7 +2,10 @@
 graph, the precision variants and the TensorRT engines, as the baseline and export stages ask for them.
 
 - :func:`export_artifact`: a CPU copy of the model to ONNX, parity against PyTorch on real images (the
-  ``export.parity_images`` first calibration images), MACs and params counted on the exported graph.
+  ``export.parity_images`` first calibration images), MACs and params counted on the exported graph. The
+  dynamo exporter first; when it raises, or its file misses the parity limit (``export.parity_tolerance``
+  + ``export.parity_rtol`` x max |logits|), the TorchScript exporter, and the file that passes (else the
+  closer one) is kept; the artifact records which exporter made it.
 - :func:`export_stripe_artifact`: the stripe-decomposed (hybrid) rewrite of the dense-slim file when a KxK
   conv has zero stripes (SWP), with the per-layer choice measured on onnxruntime CPU at ``batch`` and
   ``threads`` (``export/hybrid.py`` says why the whole graph is checked too), parity and MACs on the graph.
@@ -16,6 +19,8 @@ graph, the precision variants and the TensorRT engines, as the baseline and expo
 from __future__ import annotations
 
 import copy
+import os
+import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -27,14 +32,18 @@ import torch.nn as nn
 from .. import artifacts
 from .._io import write_json
 from ..config import ExportConfig, Int8Config, StripeExportConfig
+from ..errors import ExportError
 from .deploy import EngineArtifact, VariantArtifact
 from .hybrid import LayerChoice
+from .onnx import Parity
 
 
 @dataclass(frozen=True)
 class OnnxArtifact:
     path: Path
     max_abs_diff: float  # largest |PyTorch - onnxruntime| on the parity images' logits
+    reference_max_abs: float  # largest |PyTorch logit| on the same images (the relative limit's scale)
+    exporter: str  # "dynamo" or "torchscript" (the stripe graph: that of the dense file it rewrites)
     macs: int  # counted on the ONNX graph, per image
     params: int
     seconds: float
@@ -54,17 +63,21 @@ class StripeArtifact(OnnxArtifact):
 @dataclass(frozen=True)
 class Images:
     """Where export takes its images: the parity images (the first calibration images, on the CPU) and the
-    INT8 calibration stream."""
+    INT8 calibration stream; and how parity on them is judged (``export.parity_tolerance`` as atol,
+    ``export.parity_rtol``), which decides the exporter fallback of :func:`export_artifact`."""
 
     parity: torch.Tensor
     calibration: Callable[[], Iterable[torch.Tensor]]  # the INT8 calibration batches, afresh each call
+    atol: float
+    rtol: float
 
     @classmethod
     def of(cls, loaders, cfg: ExportConfig) -> Images:
         def calibration() -> Iterable[torch.Tensor]:
             return (images for images, _ in loaders.calibration_loader(cfg.int8.calibration_images))
 
-        return cls(parity_images(loaders.calibration, cfg.parity_images), calibration)
+        return cls(parity_images(loaders.calibration, cfg.parity_images), calibration, atol=cfg.parity_tolerance,
+                   rtol=cfg.parity_rtol)
 
 
 def parity_images(calibration, count: int) -> torch.Tensor:
@@ -79,17 +92,54 @@ def parity_images(calibration, count: int) -> torch.Tensor:
 
 
 def export_artifact(model: nn.Module, path: Path, images: Images, opset: int) -> OnnxArtifact:
-    """Export ``model`` (a CPU copy) to ONNX, check parity on real images, count MACs on the graph."""
+    """Export ``model`` (a CPU copy) to ONNX, check parity on real images, count MACs on the graph; the
+    TorchScript exporter when the dynamo one raises or misses the parity limit (:func:`export_checked`)."""
     from ..profiling.macs import count_onnx
-    from .onnx import check_parity, export_onnx
 
     start = time.perf_counter()
     cpu = copy.deepcopy(model).cpu().eval()
-    export_onnx(cpu, images.parity[:2], path, opset=opset)
-    diff = check_parity(cpu, path, images.parity)
+    exporter, parity = export_checked(cpu, Path(path), images, opset)
     cost = count_onnx(path)
-    return OnnxArtifact(path=path, max_abs_diff=diff, macs=cost.macs, params=cost.params,
-                        seconds=time.perf_counter() - start)
+    return OnnxArtifact(path=path, max_abs_diff=parity.max_abs_diff, reference_max_abs=parity.reference_max_abs,
+                        exporter=exporter, macs=cost.macs, params=cost.params, seconds=time.perf_counter() - start)
+
+
+def export_checked(model: nn.Module, path: Path, images: Images, opset: int) -> tuple[str, Parity]:
+    """Write ``path`` with the dynamo exporter; if that raises or misses the limit, try the TorchScript one
+    (written beside, moved over ``path`` only when it passes or comes closer). Returns the exporter of the file
+    at ``path`` and its parity. Raises one :class:`ExportError` with both reasons when neither makes a file."""
+    from .onnx import check_parity, export_onnx
+
+    def attempt(exporter: str, target: Path) -> Parity:
+        export_onnx(model, images.parity[:2], target, opset=opset, exporter=exporter)
+        return check_parity(model, target, images.parity)
+
+    try:
+        first = attempt("dynamo", path)
+    except ExportError as exc:
+        first, why = None, exc
+    else:
+        if first.passed(images.atol, images.rtol):
+            return "dynamo", first
+    spare = path.with_name(f".{path.name}.torchscript")
+    try:
+        second = attempt("torchscript", spare)
+    except ExportError as exc:
+        spare.unlink(missing_ok=True)
+        if first is not None:
+            return "dynamo", first  # a file that misses the limit: its parity gate says so
+        raise ExportError(f"ONNX export of {type(model).__name__} failed with both exporters: dynamo: "
+                          f"{_reason(why)}; torchscript: {_reason(exc)}") from exc
+    if first is None or second.passed(images.atol, images.rtol) or second.max_abs_diff < first.max_abs_diff:
+        os.replace(spare, path)
+        return "torchscript", second
+    spare.unlink(missing_ok=True)
+    return "dynamo", first
+
+
+def _reason(exc: ExportError) -> str:
+    """An export error without its "ONNX export of Net failed: " lead (the combined line says it once)."""
+    return re.sub(r"^ONNX export of \S+ (\(TorchScript exporter\) )?failed: ", "", str(exc))
 
 
 def export_variants(onnx: OnnxArtifact, precisions: Sequence[str], int8: Int8Config, images: Images,
@@ -141,8 +191,9 @@ def export_stripe_artifact(model: nn.Module, dense: OnnxArtifact, path: Path, la
     write_json(layers_json, {"batch": cfg.batch, "threads": threads, "form": cfg.form,
                              "whole_graph_check": result.graph_check, "layers": [c.to_json() for c in result.choices]})
     cpu = copy.deepcopy(model).cpu().eval()
-    diff = check_parity(cpu, path, images.parity)
+    parity = check_parity(cpu, path, images.parity)
     cost = count_onnx(path)
-    return StripeArtifact(path=path, max_abs_diff=diff, macs=cost.macs, params=cost.params,
+    return StripeArtifact(path=path, max_abs_diff=parity.max_abs_diff, reference_max_abs=parity.reference_max_abs,
+                          exporter=dense.exporter, macs=cost.macs, params=cost.params,
                           seconds=time.perf_counter() - start, layers=tuple(result.choices), batch=cfg.batch,
                           graph_check=result.graph_check)

@@ -2,7 +2,14 @@
 
 ``export_onnx`` writes ONE self-contained ``.onnx`` file (weights inside, no ``.onnx.data`` side file)
 with one NCHW input named ``input``, one output named ``logits`` and a symbolic batch dimension. It
-uses torch's dynamo exporter (opset 18 or later; its optimizer folds BatchNorm into the preceding Conv).
+uses torch's dynamo exporter (opset 18 or later; its optimizer folds BatchNorm into the preceding Conv), or,
+with ``exporter="torchscript"``, the legacy TorchScript exporter (``dynamo=False``; deprecated but kept as
+the fallback of ``export/artifacts.py`` for networks the dynamo exporter cannot take or gets wrong).
+
+``check_parity`` returns a :class:`Parity`: the largest |PyTorch - onnxruntime| on the logits and the
+largest |PyTorch logit|, the scale the parity limit is relative to (:func:`parity_limit`: atol + rtol x
+max |logits|, as Polygraphy and the ONNX checkers judge float32 outputs; float32 rounding grows with the
+outputs' scale: logits of ~17 differ by ~2e-4 on a correct export).
 
 Facts this module relies on (torch 2.13):
 
@@ -13,6 +20,9 @@ Facts this module relies on (torch 2.13):
   process pays a few seconds of exporter start-up). On failure the exporter tries non-strict, then
   strict ``torch.export``; its error text is long and coloured, so we quote only the root cause, the
   user-code line it points at, and a hint.
+- The TorchScript exporter traces ``forward`` once: a branch on tensor values is baked in with only a
+  ``TracerWarning``, so a trace that warns is refused (the file could be wrong for other inputs). It
+  folds BatchNorm into Conv too (eval mode) and takes the batch axis from ``dynamic_axes``.
 - Chatter is silenced, only for the duration of the export, by ``verbose=False`` (the
   ``[torch.onnx] ...`` lines), raising the ``torch``, ``onnxscript`` and ``onnx_ir`` loggers to ERROR
   (torchvision-missing warnings, guard warnings), ignoring Python warnings (FutureWarning from
@@ -25,9 +35,11 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import math
 import re
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -41,32 +53,62 @@ if TYPE_CHECKING:
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 MIN_OPSET = 18
+EXPORTERS = ("dynamo", "torchscript")
 _CHATTY_LOGGERS = ("torch", "onnxscript", "onnx_ir")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _USER_FRAME = re.compile(r'raised this error:\s*File "([^"]+)", line (\d+), in (\S+)\n\s*(.+)')
 
 
-def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, opset: int = MIN_OPSET) -> Path:
+@dataclass(frozen=True)
+class Parity:
+    """PyTorch against onnxruntime on the same images (NaN counts as ``inf``, so that a gate fails)."""
+
+    max_abs_diff: float  # max |PyTorch logits - onnxruntime logits|
+    reference_max_abs: float  # max |PyTorch logits|: the scale the relative part of the limit multiplies
+
+    def limit(self, atol: float, rtol: float) -> float:
+        return parity_limit(atol, rtol, self.reference_max_abs)
+
+    def passed(self, atol: float, rtol: float) -> bool:
+        return parity_passed(self.max_abs_diff, self.limit(atol, rtol))
+
+
+def parity_limit(atol: float, rtol: float, reference_max_abs: float) -> float:
+    """The largest allowed max |PyTorch - onnxruntime|: ``atol + rtol x max |PyTorch logits|``."""
+    return atol + rtol * reference_max_abs
+
+
+def parity_passed(max_abs_diff: float, limit: float) -> bool:
+    """Inclusive, and never for a non-finite difference (NaN or inf logits pass no limit)."""
+    return math.isfinite(max_abs_diff) and max_abs_diff <= limit
+
+
+def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, opset: int = MIN_OPSET, *,
+                exporter: str = "dynamo") -> Path:
     """Export ``model`` (in eval mode) to one self-contained ONNX file at ``path``; return the path.
 
-    ``example`` is an NCHW batch (one image is enough). The file appears atomically and only after
-    ``onnx.checker`` accepted it. Raises :class:`ExportError` with one line on any failure.
+    ``example`` is an NCHW batch (one image is enough). ``exporter``: ``dynamo`` (torch.export) or
+    ``torchscript`` (the legacy tracer). The file appears atomically and only after ``onnx.checker``
+    accepted it. Raises :class:`ExportError` with one line on any failure.
     """
     path = Path(path)
+    if exporter not in EXPORTERS:
+        raise ExportError(f"unknown ONNX exporter {exporter!r}; choose one of {', '.join(EXPORTERS)}")
     if opset < MIN_OPSET:
         raise ExportError(f"export.opset {opset} is not supported: torch's ONNX exporter writes opset "
                           f"{MIN_OPSET} or later; set export.opset to {MIN_OPSET} or more")
     args = (_example_batch(example),)
     with eval_mode(model):
-        write_atomic(path, lambda tmp: _export_to(model, args, tmp, opset))
+        write_atomic(path, lambda tmp: _export_to(model, args, tmp, opset, exporter))
     return path
 
 
-def check_parity(model: nn.Module, onnx_path: Path, images: torch.Tensor) -> float:
-    """Max |PyTorch logits - onnxruntime CPU logits| over ``images``, run at batch len(images) and 1.
+def check_parity(model: nn.Module, onnx_path: Path, images: torch.Tensor) -> Parity:
+    """Max |PyTorch logits - onnxruntime CPU logits| over ``images``, run at batch len(images) and 1, and
+    the largest |PyTorch logit| (the scale a relative limit multiplies).
 
     Running the same file at two batch sizes proves that the batch dimension really is dynamic.
-    NaN differences are reported as ``inf`` so that a parity gate fails.
+    NaN differences (and NaN logits) are reported as ``inf`` so that a parity gate fails.
     """
     import numpy as np
     import torch
@@ -74,7 +116,7 @@ def check_parity(model: nn.Module, onnx_path: Path, images: torch.Tensor) -> flo
     session = _cpu_session(Path(onnx_path))
     name = session.get_inputs()[0].name
     device = _device(model)
-    worst = 0.0
+    worst = scale = 0.0
     with eval_mode(model), torch.no_grad():
         for batch in (images, images[:1]):
             expected = model(batch.to(device)).detach().float().cpu().numpy()
@@ -83,8 +125,10 @@ def check_parity(model: nn.Module, onnx_path: Path, images: torch.Tensor) -> flo
                 raise ExportError(f"{onnx_path}: onnxruntime returned logits of shape {got.shape} at batch "
                                   f"{len(batch)}, PyTorch {expected.shape}; the batch dimension is not dynamic")
             diff = float(np.max(np.abs(got.astype(np.float64) - expected)))
+            largest = float(np.max(np.abs(expected)))
             worst = max(worst, diff if diff == diff else float("inf"))
-    return worst
+            scale = max(scale, largest if largest == largest else float("inf"))
+    return Parity(max_abs_diff=worst, reference_max_abs=scale)
 
 
 def onnx_input_shape(path: Path) -> tuple[int, int, int]:
@@ -145,18 +189,34 @@ def quiet_exporter() -> Iterator[None]:
 
 
 # ------------------------------------------------------------------------------------------ internals
-def _export_to(model: nn.Module, args: tuple, tmp: Path, opset: int) -> None:
+def _export_to(model: nn.Module, args: tuple, tmp: Path, opset: int, exporter: str) -> None:
+    try:
+        with quiet_exporter():
+            (_dynamo if exporter == "dynamo" else _torchscript)(model, args, tmp, opset)
+    except Exception as exc:  # noqa: BLE001 - every exporter failure becomes one user-facing line
+        raise ExportError(_describe_failure(model, exc, exporter)) from exc
+    _check_file(model, tmp)
+
+
+def _dynamo(model: nn.Module, args: tuple, tmp: Path, opset: int) -> None:
     import torch
 
     batch = torch.export.Dim("batch", min=1)
-    try:
-        with quiet_exporter():
-            torch.onnx.export(model, args, str(tmp), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                              opset_version=opset, dynamo=True, external_data=False,
-                              dynamic_shapes=({0: batch},), verbose=False)
-    except Exception as exc:  # noqa: BLE001 - every exporter failure becomes one user-facing line
-        raise ExportError(_describe_failure(model, exc)) from exc
-    _check_file(model, tmp)
+    torch.onnx.export(model, args, str(tmp), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                      opset_version=opset, dynamo=True, external_data=False, dynamic_shapes=({0: batch},),
+                      verbose=False)
+
+
+def _torchscript(model: nn.Module, args: tuple, tmp: Path, opset: int) -> None:
+    """The legacy exporter; a ``TracerWarning`` (a trace that may not hold for other inputs) is an error."""
+    import torch
+
+    axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", torch.jit.TracerWarning)
+        torch.onnx.export(model, args, str(tmp), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                          opset_version=opset, dynamo=False, dynamic_axes=axes, do_constant_folding=True,
+                          verbose=False)
 
 
 def _check_file(model: nn.Module, tmp: Path) -> None:
@@ -187,7 +247,7 @@ def _example_batch(example: torch.Tensor) -> torch.Tensor:
     return x if len(x) == 2 else torch.cat([x, x])
 
 
-def _describe_failure(model: nn.Module, exc: BaseException) -> str:
+def _describe_failure(model: nn.Module, exc: BaseException, exporter: str = "dynamo") -> str:
     full = _ANSI.sub("", str(exc))
     cause = exc
     while cause.__cause__ is not None:
@@ -197,12 +257,13 @@ def _describe_failure(model: nn.Module, exc: BaseException) -> str:
     where = ""
     if frame:
         where = f" at {Path(frame.group(1)).name}:{frame.group(2)} in {frame.group(3)} (`{frame.group(4).strip()}`)"
-    return f"ONNX export of {type(model).__name__} failed: {reason}{where} (hint: {_hint(full + str(cause))})"
+    how = "" if exporter == "dynamo" else " (TorchScript exporter)"
+    return f"ONNX export of {type(model).__name__}{how} failed: {reason}{where} (hint: {_hint(full + str(cause))})"
 
 
 def _hint(text: str) -> str:
     low = text.lower()
-    if "data-dependent" in low or "data dependent" in low:
+    if "data-dependent" in low or "data dependent" in low or "trace to be incorrect" in low:
         return ("forward branches on tensor values (data-dependent control flow); compute both branches and "
                 "pick with torch.where, or move the decision out of forward")
     if "constraints violated" in low or "specializ" in low:

@@ -1,7 +1,9 @@
 """Gates: the limits a run must meet for ``compress run`` to exit 0 (CI fails the job otherwise).
 
 Every gate is a :class:`GateResult` {name, limit, value, passed, detail}. Parity gates are always on: an
-exported file whose outputs differ from PyTorch by more than ``export.parity_tolerance`` is not deployable.
+exported file whose logits differ from PyTorch's by more than ``export.parity_tolerance`` (atol) +
+``export.parity_rtol`` x max |PyTorch logits| is not deployable (the limit scales with the logits, as float32
+rounding does).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from dataclasses import asdict, dataclass
 
 from .. import artifacts
 from ..config import ExportConfig, GatesConfig, LatencyGate
+from ..export.onnx import parity_limit, parity_passed
 from ..stages import Profiled, Results, onnx_exports
 
 
@@ -63,11 +66,18 @@ def macs_reduction(results: Results) -> tuple[float, str]:
 
 
 def _parity_gates(export_cfg: ExportConfig, results: Results) -> list[GateResult]:
-    """``parity:baseline``, ``parity:pruned``, ``parity:stripe``: one per exported FP32 ONNX file."""
-    return [gate(f"parity:{name.removesuffix('_onnx')}", export_cfg.parity_tolerance, artifact.max_abs_diff,
-                 artifact.max_abs_diff <= export_cfg.parity_tolerance,
-                 f"max |PyTorch - onnxruntime| on the logits of {export_cfg.parity_images} images")
-            for name, artifact in onnx_exports(results.baseline, results.exported).items()]
+    """``parity:baseline``, ``parity:pruned``, ``parity:stripe``: one per exported FP32 ONNX file; the limit is
+    ``atol + rtol x max |logits|`` of that file's own PyTorch reference."""
+    rows = []
+    for name, artifact in onnx_exports(results.baseline, results.exported).items():
+        atol, rtol, scale = export_cfg.parity_tolerance, export_cfg.parity_rtol, artifact.reference_max_abs
+        limit = parity_limit(atol, rtol, scale)
+        rows.append(gate(f"parity:{name.removesuffix('_onnx')}", limit, artifact.max_abs_diff,
+                         parity_passed(artifact.max_abs_diff, limit),
+                         f"max |PyTorch - onnxruntime| <= atol + rtol x max|logits| = {atol:.3g} + {rtol:.3g} x "
+                         f"{scale:.4g} = {limit:.4g}, on the logits of {export_cfg.parity_images} images "
+                         f"({artifact.exporter} exporter)"))
+    return rows
 
 
 def _latency_gate(limit: LatencyGate, profiled: Profiled | None) -> GateResult:

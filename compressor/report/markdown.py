@@ -21,7 +21,7 @@ def _cell(value) -> str:
         return "-"
     if isinstance(value, float):
         return f"{value:.4g}" if abs(value) < 1e-2 else f"{value:.2f}"
-    return str(value)
+    return str(value).replace("|", "\\|")  # a bare | (as in max |a - b|) would end the cell
 
 
 def _header(r: dict) -> str:
@@ -56,7 +56,8 @@ def _delta(new, old) -> str:
 def _gates(r: dict) -> str:
     if not r["gates"]:
         return "## Gates\n\nNo gates configured."
-    rows = [[g["name"], g["limit"], g["value"], "pass" if g["passed"] else "**FAIL**", g["detail"]] for g in r["gates"]]
+    rows = [[g["name"], f"{g['limit']:.4g}", g["value"], "pass" if g["passed"] else "**FAIL**", g["detail"]]
+            for g in r["gates"]]  # 4 significant digits: a parity limit such as 0.01134 is not 0.01
     return "## Gates\n\n" + table(["gate", "limit", "value", "result", "how measured"], rows)
 
 
@@ -154,10 +155,19 @@ def _finetune(r: dict) -> str:
 
 
 def _artifacts(r: dict) -> str:
-    rows = [[name, f"`{path}`"] for name, path in r["artifacts"].items()]
-    parity = ", ".join(f"{k}: {v:.2e}" for k, v in r["parity"].items())
-    return "## Artifacts\n\n" + table(["artifact", "path (relative to the run folder)"], rows) + (
-        f"\n\nParity (max |PyTorch - onnxruntime| on logits): {parity}." if parity else "")
+    detail = r.get("parity_detail") or {}
+    rows = [[name, f"`{path}`" + (f" ({detail[name]['exporter']} exporter)" if name in detail else "")]
+            for name, path in r["artifacts"].items()]
+    parity = ", ".join(f"{k}: {v:.2e}" for k, v in r["parity"].items() if k not in detail)
+    text = "## Artifacts\n\n" + table(["artifact", "path (relative to the run folder)"], rows)
+    if detail:
+        text += ("\n\nParity of the FP32 ONNX files: max |PyTorch - onnxruntime| on the logits against "
+                 "atol + rtol x max |logits| (`export.parity_tolerance`, `export.parity_rtol`).\n\n"
+                 + table(["artifact", "exporter", "max diff", "max abs logit", "atol", "rtol", "limit"],
+                         [[k, d["exporter"], f"{d['max_abs_diff']:.2e}", f"{d['reference_max_abs']:.4g}",
+                           f"{d['atol']:.2g}", f"{d['rtol']:.2g}", f"{d['limit']:.2e}"] for k, d in detail.items()]))
+    what = "variants vs FP32 ONNX, engines vs onnxruntime" if detail else "max |PyTorch - onnxruntime| on logits"
+    return text + (f"\n\nParity ({what}): {parity}." if parity else "")
 
 
 def _timings(r: dict) -> str:

@@ -7,8 +7,9 @@ from pathlib import Path
 from .. import artifacts
 from .._io import write_json, write_text
 from ..artifacts import RunLayout
-from ..config import SCHEMA_VERSION, Recipe
+from ..config import SCHEMA_VERSION, ExportConfig, Recipe
 from ..export.deploy import EngineArtifact, VariantArtifact
+from ..export.onnx import parity_limit
 from ..stages import Exported, Inputs, Results
 from .gates import GateResult, macs_reduction
 from .markdown import render_markdown
@@ -42,6 +43,7 @@ def build_report(recipe: Recipe, recipe_path, layout: RunLayout, inputs: Inputs,
                      "log": [vars(e) for e in tuned.result.epochs]},
         "artifacts": _artifacts(layout, results),
         "parity": _parity(results),
+        "parity_detail": _parity_detail(recipe.export, results),
         "stripe": _stripe(results.exported),
         "deploy": _deploy(results),
         "latency": [s.to_json() for s in profiled.stats] if profiled else [],
@@ -121,6 +123,15 @@ def _parity(results: Results) -> dict:
     return {name: artifact.max_abs_diff for name, artifact in named.items()}
 
 
+def _parity_detail(cfg: ExportConfig, results: Results) -> dict:
+    """Per FP32 ONNX file: its difference, the scale of its PyTorch logits, the limit made of them (the parity
+    gate's) and the exporter that wrote it."""
+    atol, rtol = cfg.parity_tolerance, cfg.parity_rtol
+    return {name: {"max_abs_diff": a.max_abs_diff, "reference_max_abs": a.reference_max_abs, "atol": atol,
+                   "rtol": rtol, "limit": parity_limit(atol, rtol, a.reference_max_abs), "exporter": a.exporter}
+            for name, a in results.onnx_exports.items()}
+
+
 def _deploy(results: Results) -> dict:
     """Per precision: top-1 of the baseline and pruned variants on onnxruntime CPU, and the engines."""
     named = results.deployables
@@ -136,7 +147,8 @@ def _stripe(exported: Exported | None) -> dict | None:
     if art is None:
         return None
     return {"path": art.path.name, "macs": art.macs, "params": art.params, "max_abs_diff": art.max_abs_diff,
-            "choice_batch": art.batch, "stripe_layers": art.stripe_layers, "whole_graph_check": art.graph_check,
+            "reference_max_abs": art.reference_max_abs, "choice_batch": art.batch, "stripe_layers": art.stripe_layers,
+            "whole_graph_check": art.graph_check,
             "layers": [c.to_json() for c in art.layers],
             "note": "params count every float initializer of the graph, including the 0/1 accumulation matrices "
                     "and column masks of stripe layers"}

@@ -51,9 +51,11 @@ def test_export_writes_one_checked_file_with_dynamic_batch(exported, name):
 def test_parity_at_batch_5_and_1(exported, name):
     model, path = exported[name]
     images = torch.randn(5, *SHAPE)
-    diff = check_parity(model, path, images)
-    assert 0.0 <= diff < 1e-4
-    assert diff == check_parity(model, path, images)  # deterministic
+    parity = check_parity(model, path, images)
+    assert 0.0 <= parity.max_abs_diff < 1e-4
+    with torch.no_grad():
+        assert parity.reference_max_abs == pytest.approx(float(model.eval()(images).abs().max()))
+    assert parity == check_parity(model, path, images)  # deterministic
 
 
 def test_batchnorm_is_folded_into_conv(exported):
@@ -68,7 +70,7 @@ def test_parity_detects_a_different_model(exported, tmp_path):
     with torch.no_grad():
         other.load_state_dict(model.state_dict())
         other.fc.bias.add_(1.0)
-    assert check_parity(other, path, torch.randn(3, *SHAPE)) == pytest.approx(1.0, abs=1e-4)
+    assert check_parity(other, path, torch.randn(3, *SHAPE)).max_abs_diff == pytest.approx(1.0, abs=1e-4)
 
 
 def test_export_restores_training_flags(tmp_path):

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 from types import SimpleNamespace as NS
 
+import pytest
+
 from compressor.config import ExportConfig, GatesConfig
+from compressor.export.onnx import Parity, parity_limit, parity_passed
 from compressor.report import evaluate_gates, render_markdown
 
 
-def results(pruned_acc=88.5, parity=1e-6, p50=2.0, rounds=None, stats=True):
-    """Rounds of the pruned_onnx figure default to a symmetric spread around ``p50``."""
-    baseline = NS(test=NS(accuracy=90.0, images=100), onnx=NS(macs=100, max_abs_diff=1e-6), macs_torch=101)
+def results(pruned_acc=88.5, parity=1e-6, p50=2.0, rounds=None, stats=True, scale=1.0):
+    """Rounds of the pruned_onnx figure default to a symmetric spread around ``p50``; ``scale`` is the pruned
+    file's max |PyTorch logit|."""
+    baseline = NS(test=NS(accuracy=90.0, images=100), onnx=NS(macs=100, max_abs_diff=1e-6, reference_max_abs=1.0,
+                                                               exporter="dynamo"), macs_torch=101)
     tuned = NS(test=NS(accuracy=pruned_acc, images=100), macs_torch=41)
-    exported = NS(onnx=NS(macs=40, max_abs_diff=parity), stripe=None, variants={})
+    exported = NS(onnx=NS(macs=40, max_abs_diff=parity, reference_max_abs=scale, exporter="torchscript"), stripe=None,
+                  variants={})
     pruned = NS(artifact="pruned_onnx", backend="onnxruntime-cpu", batch=1, p50_ms=p50, repeats=3, iterations=10,
                 threads=1, device="cpu", round_p50_ms=rounds or (p50 - 0.1, p50, p50 + 0.1))
     int8 = NS(artifact="pruned_int8", backend="onnxruntime-cpu", batch=1, p50_ms=1.2, repeats=3, iterations=10,
@@ -37,7 +43,7 @@ def test_all_gates_pass():
 
 def test_each_gate_fails_on_its_own_value():
     cfg = GatesConfig(max_accuracy_drop=1.0, min_macs_reduction_pct=70, max_latency_ms=[{"batch": 1, "p50_ms": 1.5}])
-    rows = by_name(evaluate_gates(cfg, ExportConfig(parity_tolerance=1e-4), results(parity=1e-3)))
+    rows = by_name(evaluate_gates(cfg, ExportConfig(parity_tolerance=1e-4), results(parity=1e-2)))
     assert not rows["max_accuracy_drop"].passed
     assert not rows["min_macs_reduction_pct"].passed
     assert not rows["max_latency_ms[onnxruntime-cpu, batch 1]"].passed
@@ -70,6 +76,14 @@ def test_markdown_shows_verdict_gates_and_widths():
     }
     text = render_markdown(report)
     assert "(FAILED)" in text and "**FAIL**" in text and "16 -> 8" in text and "-5.00" in text
+    report["artifacts"] = {"pruned_onnx": "export/model.onnx", "pruned_int8": "export/model.int8.onnx"}
+    report["parity"] = {"pruned_onnx": 2e-4, "pruned_int8": 0.05}
+    report["parity_detail"] = {"pruned_onnx": {"max_abs_diff": 2e-4, "reference_max_abs": 12.5, "atol": 1e-4,
+                                               "rtol": 1e-3, "limit": 0.0126, "exporter": "torchscript"}}
+    text = render_markdown(report)
+    assert "`export/model.onnx` (torchscript exporter)" in text
+    assert "| pruned_onnx | torchscript | 2.00e-04 | 12.5 | 0.0001 | 0.001 | 1.26e-02 |" in text
+    assert "pruned_int8: 5.00e-02" in text and "pruned_onnx: 2.00e-04" not in text
 
 
 def test_latency_gate_on_another_artifact_uses_the_median_round_and_flags_noise():
@@ -116,10 +130,38 @@ def test_limits_are_inclusive():
 
 
 def test_parity_exactly_at_the_tolerance_passes():
-    rows = by_name(evaluate_gates(GatesConfig(), ExportConfig(parity_tolerance=1e-4), results(parity=1e-4)))
-    assert rows["parity:pruned"].passed
-    assert not by_name(evaluate_gates(GatesConfig(), ExportConfig(parity_tolerance=1e-4),
-                                      results(parity=1.0001e-4)))["parity:pruned"].passed
+    absolute = ExportConfig(parity_tolerance=1e-4, parity_rtol=0)
+    rows = by_name(evaluate_gates(GatesConfig(), absolute, results(parity=1e-4)))
+    assert rows["parity:pruned"].passed and rows["parity:pruned"].limit == 1e-4
+    assert not by_name(evaluate_gates(GatesConfig(), absolute, results(parity=1.0001e-4)))["parity:pruned"].passed
+
+
+def test_parity_limit_is_atol_plus_rtol_times_the_largest_logit():
+    assert parity_limit(1e-4, 1e-3, 12.0) == pytest.approx(1e-4 + 1.2e-2)
+    assert parity_limit(1e-4, 0.0, 1e6) == 1e-4
+    assert Parity(max_abs_diff=0.0121, reference_max_abs=12.0).passed(1e-4, 1e-3)
+    assert not Parity(max_abs_diff=0.0122, reference_max_abs=12.0).passed(1e-4, 1e-3)
+    assert not parity_passed(float("inf"), float("inf")) and not parity_passed(float("nan"), 1.0)
+
+
+def test_parity_gate_scales_with_the_logits_and_says_how():
+    """Logits up to 12: a float32-noise difference of 1e-3 fails an absolute 1e-4 but passes 1e-4 + 1e-3 x 12;
+    the row's limit is the effective one and its detail shows the formula with the numbers."""
+    cfg = ExportConfig(parity_tolerance=1e-4, parity_rtol=1e-3)
+    row = by_name(evaluate_gates(GatesConfig(), cfg, results(parity=1e-3, scale=12.0)))["parity:pruned"]
+    assert row.passed and row.value == 1e-3 and row.limit == pytest.approx(0.0121)
+    assert "atol + rtol x max|logits| = 0.0001 + 0.001 x 12 = 0.0121" in row.detail
+    assert "torchscript exporter" in row.detail
+    base = by_name(evaluate_gates(GatesConfig(), cfg, results(scale=12.0)))["parity:baseline"]
+    assert base.limit == pytest.approx(1.1e-3)  # each file against its own logits' scale
+    tight = by_name(evaluate_gates(GatesConfig(), ExportConfig(parity_rtol=0), results(parity=1e-3, scale=12.0)))
+    assert not tight["parity:pruned"].passed and tight["parity:pruned"].limit == 1e-4
+
+
+def test_parity_fields_in_the_recipe_schema():
+    assert (ExportConfig().parity_tolerance, ExportConfig().parity_rtol) == (1e-4, 1e-3)
+    with pytest.raises(ValueError, match="parity_rtol"):
+        ExportConfig(parity_rtol=-1e-3)
 
 
 def test_without_an_export_only_the_baseline_is_parity_gated_and_macs_come_from_pytorch():
