@@ -71,8 +71,12 @@ def run(recipe: Annotated[Optional[Path], typer.Argument(help="Recipe YAML file 
 
 
 @app.command()
-def validate(recipe: RecipeArg, set_: SetOpt = None) -> None:
-    """Check a recipe (schema, referenced files) without running it."""
+def validate(recipe: RecipeArg, set_: SetOpt = None,
+             schema_only: Annotated[bool, typer.Option(
+                 "--schema-only", help="Only the recipe's schema and the paths it names: instant, imports no torch.")]
+             = False) -> None:
+    """Check a recipe without running it: schema, model and checkpoint, data, trial prune, ONNX export (in a
+    temporary folder). Every problem is listed, one line each; exit 2 if there is any."""
     from .config import all_error_lines, load_recipe
     from .errors import RecipeError
 
@@ -83,9 +87,28 @@ def validate(recipe: RecipeArg, set_: SetOpt = None) -> None:
         for line in lines if len(lines) > 1 else [str(exc)]:
             typer.echo(f"error: recipe {recipe}: {line}" if len(lines) > 1 else f"error: {line}", err=True)
         raise typer.Exit(2) from None
+    if not schema_only:
+        _preflight(recipe, loaded)
+        return
     with _user_errors():
         _check_paths(loaded)
     typer.echo(f"ok: {recipe}: {loaded.model.arch}, method {loaded.method.name}, residual {loaded.pruning.residual}")
+
+
+def _preflight(path: Path, recipe) -> None:
+    """``compress validate`` without --schema-only: every problem on stderr and exit 2, or one ok line."""
+    from .progress import log, quiet
+    from .stages.preflight import preflight
+
+    found = preflight(recipe, say=None if quiet() else log)
+    for problem in found.problems:
+        typer.echo(problem.line, err=True)
+    for note in found.skipped:
+        typer.echo(f"skipped: {note}", err=True)
+    if not found.ok:
+        raise typer.Exit(2)
+    typer.echo(f"ok: {path}: {recipe.model.arch}, method {recipe.method.name}, residual {recipe.pruning.residual}; "
+               f"{found.summary()}")
 
 
 @app.command()

@@ -54,6 +54,23 @@ class ArraySource(ImageSource):
         return self.images[index]
 
 
+class LabelSource(ImageSource):
+    """Labels and the stored channel count without any pixels: what ``compress validate`` looks at
+    (``open_source(..., peek=True)``). ``read`` is not available."""
+
+    def __init__(self, field: str, where: str, labels: np.ndarray, channels: int,
+                 class_names: tuple[str, ...] | None = None):
+        super().__init__(field, where, labels, class_names)
+        self._channels = channels
+
+    @property
+    def channels(self) -> int:
+        return self._channels
+
+    def read(self, index: int) -> np.ndarray:
+        raise NotImplementedError(f"{self.field}: a peeked source holds labels only, no pixels")
+
+
 def describe(exc: BaseException) -> str:
     """``Type: message`` on one line, for the parenthesis of a DataError."""
     return " ".join(f"{type(exc).__name__}: {exc}".split())

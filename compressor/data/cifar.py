@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from .base import ArraySource, describe
+from .base import ArraySource, LabelSource, describe
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 _LAYOUT = {
@@ -23,6 +23,8 @@ _LAYOUT = {
     "cifar100": {"folder": "cifar-100-python", "meta": "meta", "names_key": "fine_label_names",
                  "labels_key": "fine_labels", "train": ["train"], "test": ["test"]},
 }
+_STANDARD = {"train": 50_000, "test": 10_000}  # images per split in both datasets
+_CLASSES = {"cifar10": 10, "cifar100": 100}
 _SAFE_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
     ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
@@ -42,6 +44,20 @@ def open_cifar(fmt: str, path: Path, split: str, field: str) -> ArraySource:
     names = _class_names(fmt, folder / layout["meta"], layout["names_key"])
     return ArraySource(field=field, where=str(folder), images=np.concatenate(images),
                        labels=np.concatenate(labels), class_names=names)
+
+
+def peek_cifar(fmt: str, path: Path, split: str, field: str) -> LabelSource:
+    """The split's pickles are there and not empty, without unpickling them (``compress validate``): sizes and
+    labels are those of the standard dataset, which ``open_cifar`` checks when the run reads the pickles."""
+    layout = _LAYOUT[fmt]
+    folder = _find_folder(fmt, Path(path), split, field)
+    for name in layout[split]:
+        if (folder / name).stat().st_size == 0:
+            raise DataError(f"{field}.path: CIFAR pickle {folder / name} is empty (0 bytes); "
+                            "re-extract the dataset archive")
+    labels = np.arange(_STANDARD[split], dtype=np.int64) % _CLASSES[fmt]
+    names = _class_names(fmt, folder / layout["meta"], layout["names_key"])
+    return LabelSource(field=field, where=str(folder), labels=labels, channels=3, class_names=names)
 
 
 def _find_folder(fmt: str, path: Path, split: str, field: str) -> Path:

@@ -25,11 +25,12 @@ from torch.utils.data import DataLoader, Dataset
 from ..config import CifarSource, DataConfig, ImageFolderSource, NpzSource, SyntheticSource
 from ..errors import DataError
 from ..progress import log
-from .base import ImageSource, check_channels, check_class_names, check_labels
-from .cifar import open_cifar
+from .base import ImageSource, LabelSource, check_channels, check_class_names, check_labels
+from .cifar import open_cifar, peek_cifar
 from .imagefolder import ImageFolderSource as FolderImages
 from .imagefolder import open_imagefolder
-from .npz import open_npz
+from .npz import open_npz, peek_npz
+from .synthetic import CLASS_NAMES as SHAPES_CLASSES
 from .synthetic import open_synthetic
 from .transforms import ImageTransform
 
@@ -105,10 +106,10 @@ class Loaders:
 
 def build_loaders(cfg: DataConfig, input_shape: tuple[int, int, int], seed: int) -> Loaders:
     """Open both sources, check them against the recipe, split, and wrap everything in DataLoaders."""
-    channels, size = _geometry(cfg, input_shape)
+    channels, size = check_geometry(cfg, input_shape)
     train_src = open_source(cfg.train, "data.train", "train", channels, cfg.num_classes)
     test_src = open_source(cfg.test, "data.test", "test", channels, cfg.num_classes)
-    _check_same_classes(train_src, test_src)
+    check_same_classes(train_src, test_src)
     train_pool = _subset(train_src, cfg.train.subset, seed)
     test_idx = _subset(test_src, cfg.test.subset, seed)
     train_idx, val_idx = _split(train_pool, cfg.val_split, seed)
@@ -135,14 +136,23 @@ def build_loaders(cfg: DataConfig, input_shape: tuple[int, int, int], seed: int)
     )
 
 
-def open_source(src, field: str, split: str, channels: int, num_classes: int) -> ImageSource:
-    """Open one recipe source (labels and file names; pixels stay lazy where possible) and check it."""
+def open_source(src, field: str, split: str, channels: int, num_classes: int, peek: bool = False) -> ImageSource:
+    """Open one recipe source (labels and file names; pixels stay lazy where possible) and check it.
+    ``peek`` (``compress validate``): the same checks without reading pixels at all, where the format allows
+    (CIFAR pickles are found but not unpickled, npz images are known by their header, synthetic images are not
+    drawn); the source then has labels only (:class:`LabelSource`)."""
     if isinstance(src, CifarSource):
-        source = open_cifar(src.format, src.path, src.split or split, field)
+        opener = peek_cifar if peek else open_cifar
+        source = opener(src.format, src.path, src.split or split, field)
     elif isinstance(src, ImageFolderSource):
         source = open_imagefolder(src.path, field, channels)
     elif isinstance(src, NpzSource):
-        source = open_npz(src.path, src.images_key, src.labels_key, src.layout, field)
+        opener = peek_npz if peek else open_npz
+        source = opener(src.path, src.images_key, src.labels_key, src.layout, field)
+    elif isinstance(src, SyntheticSource) and peek:  # make_shapes balances its classes: the same label counts
+        source = LabelSource(field=field, where=f"synthetic shapes ({src.split or split} split)", channels=3,
+                             labels=np.arange(src.num_images, dtype=np.int64) % len(SHAPES_CLASSES),
+                             class_names=SHAPES_CLASSES)
     elif isinstance(src, SyntheticSource):
         source = open_synthetic(src.task, src.num_images, src.split or split, field)
     else:
@@ -153,8 +163,16 @@ def open_source(src, field: str, split: str, channels: int, num_classes: int) ->
     return source
 
 
+def split_sizes(cfg: DataConfig, train: ImageSource, test: ImageSource, seed: int) -> tuple[int, int, int, int]:
+    """Images in (train, val, test, calibration) as ``build_loaders`` splits them, with its checks."""
+    train_pool = _subset(train, cfg.train.subset, seed)
+    test_idx = _subset(test, cfg.test.subset, seed)
+    train_idx, val_idx = _split(train_pool, cfg.val_split, seed)
+    return len(train_idx), len(val_idx), len(test_idx), min(cfg.calibration_images, len(train_idx))
+
+
 # -------------------------------------------------------------------------------------------- checks
-def _geometry(cfg: DataConfig, input_shape: tuple[int, int, int]) -> tuple[int, tuple[int, int]]:
+def check_geometry(cfg: DataConfig, input_shape: tuple[int, int, int]) -> tuple[int, tuple[int, int]]:
     """Channels and (H, W) the network sees; the normalisation must have one value per channel."""
     channels = int(input_shape[0])
     size = (int(input_shape[1]), int(input_shape[2]))
@@ -171,7 +189,7 @@ def _geometry(cfg: DataConfig, input_shape: tuple[int, int, int]) -> tuple[int, 
     return channels, size
 
 
-def _check_same_classes(train: ImageSource, test: ImageSource) -> None:
+def check_same_classes(train: ImageSource, test: ImageSource) -> None:
     """Two image folders number their classes by sorted names: the names must agree or labels would not."""
     a, b = train.class_names, test.class_names
     if isinstance(train, FolderImages) and isinstance(test, FolderImages) and a != b:

@@ -7,8 +7,8 @@ only (no torch_pruning, no onnx).
 
 from __future__ import annotations
 
-from .checkpoint import CheckpointInfo, load_checkpoint
-from .registry import ModelSpec, build_model, get_model_spec, list_models, register_model
+from .checkpoint import CheckpointInfo, load_checkpoint, read_state_dict
+from .registry import ModelSpec, build_model, get_model_spec, list_models, register_model, zoo_models_matching
 
 __all__ = [
     "CheckpointInfo",
@@ -17,5 +17,7 @@ __all__ = [
     "get_model_spec",
     "list_models",
     "load_checkpoint",
+    "read_state_dict",
     "register_model",
+    "zoo_models_matching",
 ]

@@ -61,6 +61,18 @@ def load_checkpoint(model: nn.Module, path: str | Path, key: str | None = None, 
     return CheckpointInfo(path, where, prefix, filled, _metadata(obj, where))
 
 
+def read_state_dict(path: str | Path, key: str | None = None, trust: bool = False,
+                    reference: nn.Module | None = None) -> dict[str, torch.Tensor]:
+    """The state_dict in ``path`` as ``load_checkpoint`` finds it (wrapper prefixes stripped against the keys of
+    ``reference``), loaded into nothing: ``compress validate`` compares it with the model. The same one-line
+    CheckpointErrors for a missing, unreadable, truncated or untrusted file."""
+    path = Path(path)
+    state, _ = _find_state_dict(_read(path, trust), key, path)
+    if reference is not None:
+        state, _ = _strip_prefixes(state, reference.state_dict())
+    return state
+
+
 # -------------------------------------------------------------------------------------------- read
 def _read(path: Path, trust: bool) -> Any:
     if not path.exists():

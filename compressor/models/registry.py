@@ -223,6 +223,28 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def zoo_models_matching(state: dict[str, torch.Tensor], num_classes: int, input_shape: Shape) -> list[str]:
+    """Zoo models for ``input_shape`` whose state_dict has exactly the keys and shapes of ``state`` (BatchNorm
+    counters aside): the hint for a checkpoint that does not fit ``model.arch``. Builds each candidate once."""
+    wanted = _signature(state)
+    found = []
+    for spec in _REGISTRY.values():
+        if spec.input_shape != tuple(input_shape):
+            continue
+        try:
+            model = spec.factory(num_classes=num_classes)
+        except Exception:  # noqa: BLE001 - a zoo factory that cannot be built this way is simply no match
+            continue
+        if _signature(model.state_dict()) == wanted:
+            found.append(spec.name)
+    return found
+
+
+def _signature(state: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in state.items()
+            if isinstance(v, torch.Tensor) and not k.endswith("num_batches_tracked")}
+
+
 # ---------------------------------------------------------------------------------------- the zoo
 _AKAMASTER = "akamaster/pytorch_resnet_cifar10 (option A; shortcut='B' for 1x1-conv shortcuts)"
 _TORCHVISION = "torchvision.models.{} state_dicts (e.g. the official ImageNet weights)"
