@@ -1,7 +1,7 @@
 """The recipe, torch-free: its schema (``schema.py``, ``deploy.py``), every method's options (``methods.py``),
 reading it (``load.py``: YAML, ``${VAR}``, ``--set``) and its validation messages (``messages.py``).
 
-``import compressor.config`` and ``compress validate`` never import torch (a test checks it).
+``import compressor.config`` and ``compress validate --schema-only`` never import torch (a test checks it).
 """
 
 from .deploy import (

@@ -120,7 +120,10 @@ def _pruning(r: dict) -> str:
              f"- {p['groups_pruned']} channel groups pruned: {p['channels_before']} -> {p['channels_after']} channels",
              f"- protected groups: {len(p['groups_skipped'])}"
              + (" (" + ", ".join(f"{k}: {v}" for k, v in list(p["groups_skipped"].items())[:6])
-                + (", ..." if len(p["groups_skipped"]) > 6 else "") + ")" if p["groups_skipped"] else "")]
+                + (", ..." if len(p["groups_skipped"]) > 6 else "") + ")" if p["groups_skipped"] else ""),
+             *([f"- left whole because removing their channels breaks the model: {len(p['protected'])} groups ("
+                + "; ".join(f"{k}: {v}" for k, v in list(p["protected"].items())[:6])
+                + ("; ..." if len(p["protected"]) > 6 else "") + ")"] if p.get("protected") else [])]
     if p.get("allocation") == "method":
         lines.append("- channel counts allocated by the method" + (
             " (" + ", ".join(f"{k} {v}" for k, v in p["method_details"].items() if not isinstance(v, dict)) + ")"

@@ -82,7 +82,7 @@ def _pruning_section(recipe: Recipe, pruned) -> dict:
     return {"residual": recipe.pruning.residual, "global_ratio": round(s.global_ratio, 6),
             "target_macs_reduction_pct": recipe.pruning.macs_reduction_pct,
             "macs_reduction_pct_torch": _r(s.macs_reduction_pct), "groups_pruned": len(s.pruned_groups),
-            "groups_skipped": dict(s.skipped), "bn_recalibration_images": pruned.bn_images,
+            "groups_skipped": dict(s.skipped), "protected": dict(s.protected), "bn_recalibration_images": pruned.bn_images,
             "channels_before": sum(g.channels for g in s.groups), "channels_after": sum(g.kept for g in s.groups),
             "search_trials": len(s.search), "allocation": s.allocation, "schedule": recipe.pruning.schedule,
             "compensation": _compensation(s.compensation), "method_details": pruned.method_details,

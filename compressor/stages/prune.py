@@ -37,6 +37,7 @@ def prune(ctx: Context, model: nn.Module, method_cfg: MethodOptions, cfg: Prunin
         surgery = prune_layerwise(model, inputs.input_shape, method, cfg, calibration, trainer)
     else:
         surgery = prune_one_shot(model, inputs.input_shape, method, cfg, calibration)
+    _say_protected(surgery, cfg)
     difference = None if masked is None else _max_difference(masked, model, parity_images(inputs.loaders.calibration, 64))
     bn_images = 0
     if cfg.bn_recalibration is not None:
@@ -47,9 +48,28 @@ def prune(ctx: Context, model: nn.Module, method_cfg: MethodOptions, cfg: Prunin
     write_json(ctx.layout.groups, {"global_ratio": surgery.global_ratio, "allocation": surgery.allocation,
                                    "search": list(surgery.search), "compensation": list(surgery.compensation),
                                    "method": method.details, "pruned": [vars(g) for g in surgery.groups],
-                                   "skipped": surgery.skipped})
+                                   "skipped": surgery.skipped, "protected": surgery.protected})
     return Pruned(surgery=surgery, retrain_free=retrain_free, bn_images=bn_images, method_details=method.details,
                   masked_vs_pruned=difference)
+
+
+def _say_protected(surgery, cfg: PruningConfig, shown: int = 4) -> None:
+    """Groups left whole because removing them breaks the model, and a target missed because of them."""
+    from ..progress import log
+
+    if not surgery.protected:
+        return
+    items = list(surgery.protected.items())
+    log(f"[prune] protected {len(items)} channel groups: removing their channels breaks the model "
+        f"(all of them in report.json pruning.protected)")
+    for key, why in items[:shown]:
+        log(f"  {key}: {why}")
+    if len(items) > shown:
+        log(f"  ... and {len(items) - shown} more")
+    target = cfg.macs_reduction_pct
+    if target is not None and surgery.macs_reduction_pct < target - 1.0:
+        log(f"[prune] removed {surgery.macs_reduction_pct:.1f}% of MACs, short of pruning.macs_reduction_pct "
+            f"{target:g}%: the protected groups hold the rest (a min_macs_reduction_pct gate judges it)")
 
 
 def _max_difference(masked: nn.Module, pruned: nn.Module, images: torch.Tensor) -> float:

@@ -21,7 +21,7 @@ from .graph import PARAM_LAYERS, GroupInfo
 
 @dataclass
 class _Layer:
-    positions: int  # output positions per image (H_out x W_out; rows for a linear layer)
+    positions: int  # output positions per image (H_out x W_out; rows for a linear layer), summed over its calls
     kernel: int
     cin: int
     cout: int
@@ -98,6 +98,10 @@ def _geometry(model: nn.Module, example: torch.Tensor) -> dict[str, _Layer]:
             kernel = int(torch.tensor(module.kernel_size).prod())
             cin, cout, groups = module.in_channels, module.out_channels, module.groups
         depthwise = not isinstance(module, nn.Linear) and groups > 1 and groups == cin == cout
+        earlier = layers.get(names[module])
+        if earlier is not None:  # a layer called more than once does its multiply-adds at every call
+            earlier.positions += positions
+            return
         layers[names[module]] = _Layer(positions, kernel, cin, cout, groups, depthwise,
                                        module.bias is not None, [], [])
 

@@ -47,6 +47,8 @@ class GroupInfo:
     consumers: tuple[str, ...]  # layers whose input channels are removed
     residual: bool  # the channels pass through a residual addition (a residual stream)
     slices: int  # >1 when a grouped (non-depthwise) conv forces the same positions in each slice
+    pieces: tuple[frozenset, ...] = ()  # root channels that make up the whole width of one layer (a split piece,
+    # a concat input): a plan keeps at least one of each, or the layer would be left with no channel
     producer_slots: dict = field(default_factory=dict, compare=False, repr=False)  # layer -> Slots (outputs)
     consumer_slots: dict = field(default_factory=dict, compare=False, repr=False)  # layer -> Slots (inputs)
     norm_slots: dict = field(default_factory=dict, compare=False, repr=False)  # BatchNorm -> Slots
@@ -63,13 +65,18 @@ def build_graph(model: nn.Module, example: torch.Tensor):
     is restored after."""
     import torch_pruning as tp
 
+    from . import patches
+
+    patches.apply()
     was_training = model.training
     model.eval()
     try:
         with torch.enable_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            extra = dead_end_layers(model, example)  # traced too, so that their inputs are pruned with the rest
             graph = tp.DependencyGraph().build_dependency(
-                model, example_inputs=example, customized_pruners=custom_pruners(model), verbose=False)
+                model, example_inputs=(example,), customized_pruners=custom_pruners(model), verbose=False,
+                forward_fn=_with_outputs_of(extra) if extra else None)
     except Exception as exc:  # tracing runs user code: report it as a model problem
         raise ModelError(f"cannot trace {type(model).__name__} for dependency analysis: "
                          f"{_first_line(exc)} (hard-coded shapes or data-dependent control flow in forward?)") from exc
@@ -79,9 +86,74 @@ def build_graph(model: nn.Module, example: torch.Tensor):
 
 
 def custom_pruners(model: nn.Module) -> dict:
-    """torch-pruning pruners for every layer class that implements our prunable-layer protocol."""
+    """torch-pruning pruners for every layer class that implements our prunable-layer protocol, and for
+    conv/linear subclasses holding extra weight-shaped tensors (a mask, cause C5)."""
     classes = {type(m) for m in model.modules() if getattr(m, "compressor_prunable", False)}
-    return {cls: _protocol_pruner() for cls in classes}
+    pruners = {cls: _protocol_pruner() for cls in classes}
+    weight_like = {type(m) for m in model.modules() if isinstance(m, PARAM_LAYERS) and weight_shaped_extras(m)}
+    pruners.update({cls: _weight_like_pruner() for cls in weight_like - classes})
+    return pruners
+
+
+def weight_shaped_extras(module: nn.Module) -> list[str]:
+    """Names of a layer's own parameters and buffers, other than weight and bias, shaped like its weight."""
+    weight = getattr(module, "weight", None)
+    if weight is None:
+        return []
+    tensors = [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]
+    return [n for n, t in tensors if n not in ("weight", "bias") and t is not None and t.shape == weight.shape]
+
+
+def _weight_like_pruner():
+    """torch-pruning's own conv/linear pruning, applied to the weight-shaped extras as to the weight."""
+    from torch_pruning.pruner import function as tpf
+
+    class WeightLikePruner(tpf.BasePruningFunc):
+        def prune_out_channels(self, layer, idxs):
+            _select_extras(layer, _kept(range(_base(layer).get_out_channels(layer)), idxs), _out_dim(layer))
+            return _base(layer).prune_out_channels(layer, idxs)
+
+        def prune_in_channels(self, layer, idxs):
+            if _depthwise(layer):  # as torch-pruning: a depthwise conv loses inputs and outputs together
+                return self.prune_out_channels(layer, idxs)
+            keep = _kept(range(_base(layer).get_in_channels(layer)), idxs)
+            groups = getattr(layer, "groups", 1)
+            if groups > 1:
+                keep = keep[: len(keep) // groups]  # torch-pruning's rule for grouped convs
+            _select_extras(layer, keep, 1 - _out_dim(layer))
+            return _base(layer).prune_in_channels(layer, idxs)
+
+        def get_out_channels(self, layer):
+            return _base(layer).get_out_channels(layer)
+
+        def get_in_channels(self, layer):
+            return _base(layer).get_in_channels(layer)
+
+    def _base(layer):
+        if isinstance(layer, nn.Linear):
+            return tpf.LinearPruner()
+        return tpf.DepthwiseConvPruner() if _depthwise(layer) else tpf.ConvPruner()
+
+    return WeightLikePruner()
+
+
+def _kept(channels, idxs) -> list[int]:
+    return sorted(set(channels) - set(idxs))
+
+
+def _out_dim(layer: nn.Module) -> int:
+    return 1 if getattr(layer, "transposed", False) else 0
+
+
+def _select_extras(layer: nn.Module, keep: list[int], dim: int) -> None:
+    index = torch.as_tensor(keep, dtype=torch.long)
+    for name in weight_shaped_extras(layer):
+        tensor = getattr(layer, name)
+        picked = torch.index_select(tensor.data, dim, index.to(tensor.device)).contiguous()
+        if isinstance(tensor, nn.Parameter):
+            setattr(layer, name, nn.Parameter(picked, requires_grad=tensor.requires_grad))
+        else:
+            setattr(layer, name, picked)
 
 
 def _protocol_pruner():
@@ -124,6 +196,7 @@ def find_heads(model: nn.Module, example: torch.Tensor) -> list[str]:
     heads = [name for name, out in order if any(out is t for t in outputs)]
     if not heads and order:
         heads = [order[-1][0]]
+    heads += dead_end_layers(model, example, terminal_only=True)
     if not heads:
         raise ModelError(f"{type(model).__name__} has no Conv or Linear layer: nothing to prune")
     return sorted(set(heads))
@@ -147,8 +220,13 @@ def _describe(group, graph, names: dict) -> GroupInfo | None:
     slots: dict[bool, dict[str, Slots]] = {True: {}, False: {}}
     norms: dict[str, Slots] = {}
     custom: dict[str, Slots] = {}
+    pieces: set[frozenset] = set()
+    channels = len(group[0].idxs)
     for item in group:
         dep, module = item.dep, item.dep.target.module
+        piece = _whole_layer_piece(item, graph, channels)
+        if piece is not None:
+            pieces.add(piece)
         if isinstance(module, tp.ops._ElementWiseOp) and "Add" in str(module._grad_fn):
             residual = residual or len(dep.target.inputs) >= 2
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
@@ -164,12 +242,31 @@ def _describe(group, graph, names: dict) -> GroupInfo | None:
         if isinstance(module, nn.modules.conv._ConvNd) and module.groups > 1 and not _depthwise(module):
             slices = math.lcm(slices, module.groups)
     root = group[0].dep.target.module
-    channels = len(group[0].idxs)
     if not isinstance(root, PARAM_LAYERS) or channels % slices:
         return None
     return GroupInfo(key=names[root], channels=channels, producers=tuple(dict.fromkeys(producers)),
                      consumers=tuple(dict.fromkeys(consumers)), residual=residual, slices=slices,
-                     producer_slots=slots[True], consumer_slots=slots[False], norm_slots=norms, custom_slots=custom)
+                     pieces=tuple(sorted(pieces, key=min)), producer_slots=slots[True], consumer_slots=slots[False],
+                     norm_slots=norms, custom_slots=custom)
+
+
+def _whole_layer_piece(item, graph, channels: int) -> frozenset | None:
+    """The group's root channels that are the whole width of this item's layer, when they are only part of
+    the group (a split piece feeding a conv, a concat input produced by a conv); else None."""
+    module = item.dep.target.module
+    if not isinstance(module, (*PARAM_LAYERS, nn.modules.batchnorm._BatchNorm)):
+        return None
+    out = graph.is_out_channel_pruning_fn(item.dep.handler)
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        width = module.num_features
+    elif isinstance(module, nn.Linear):
+        width = module.out_features if out else module.in_features
+    else:
+        width = module.out_channels if out else module.in_channels
+    roots = frozenset(int(i) for i in _slots(item).root_idx.tolist())
+    if len(item.idxs) != width or len(roots) >= channels:
+        return None
+    return roots
 
 
 def _slots(item) -> Slots:
@@ -177,8 +274,8 @@ def _slots(item) -> Slots:
     return Slots(torch.as_tensor(list(item.idxs)), torch.as_tensor(list(roots)))
 
 
-def _depthwise(conv: nn.modules.conv._ConvNd) -> bool:
-    return conv.groups == conv.in_channels == conv.out_channels
+def _depthwise(conv: nn.Module) -> bool:
+    return isinstance(conv, nn.modules.conv._ConvNd) and conv.groups == conv.in_channels == conv.out_channels > 1
 
 
 def select_layers(model: nn.Module, patterns: Iterable[str], field: str) -> dict[str, list[str]]:
@@ -202,6 +299,57 @@ def match_name(pattern: str, name: str, field: str = "pattern") -> bool:
         except re.error as exc:
             raise SurgeryError(f"{field}: invalid regular expression {pattern[3:]!r}: {exc}") from None
     return fnmatch.fnmatchcase(name, pattern)
+
+
+def dead_end_layers(model: nn.Module, example: torch.Tensor, terminal_only: bool = False) -> list[str]:
+    """Conv/linear layers that run in forward but whose outputs never reach the model's output (early-exit
+    classifiers computed and dropped, cause C7). torch-pruning traces back from the output only, so their
+    inputs would keep channels their producers lost. With ``terminal_only``: just the last layer of each
+    such branch (the ones whose outputs nothing reads), which are protected like the head."""
+    outputs: dict[str, torch.Tensor] = {}
+    output = _run_capturing(model, example, outputs, [n for n, m in model.named_modules() if isinstance(m, PARAM_LAYERS)])
+    live = _ancestors([t.grad_fn for t in _flatten(output) if isinstance(t, torch.Tensor) and t.grad_fn is not None])
+    dead = {n: t for n, t in outputs.items() if t.grad_fn is not None and t.grad_fn not in live}
+    if not terminal_only:
+        return list(dead)
+    read = _ancestors([fn for t in dead.values() for fn, _ in t.grad_fn.next_functions if fn is not None])
+    return [n for n, t in dead.items() if t.grad_fn not in read]
+
+
+def _run_capturing(model: nn.Module, example: torch.Tensor, captured: dict, names: list[str]):
+    """One eval-mode forward with grad enabled, recording the outputs of the layers ``names``."""
+    modules = dict(model.named_modules())
+    hooks = [modules[n].register_forward_hook(lambda _m, _i, out, n=n: captured.setdefault(n, out)) for n in names]
+    was_training = model.training
+    try:
+        with torch.enable_grad():
+            return model.eval()(example)
+    finally:
+        model.train(was_training)
+        for hook in hooks:
+            hook.remove()
+
+
+def _ancestors(roots: list) -> set:
+    """Every autograd node reachable from ``roots`` (included)."""
+    seen, stack = set(), list(roots)
+    while stack:
+        fn = stack.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        stack.extend(f for f, _ in getattr(fn, "next_functions", ()))
+    return seen
+
+
+def _with_outputs_of(names: list[str]):
+    """A torch-pruning ``forward_fn`` returning the model's output and the outputs of the layers ``names``."""
+    def forward(model, inputs):
+        captured: dict[str, torch.Tensor] = {}
+        output = _run_capturing(model, inputs[0], captured, names)
+        return [*_flatten(output), *captured.values()]
+
+    return forward
 
 
 def _flatten(value) -> list:

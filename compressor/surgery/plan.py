@@ -82,18 +82,22 @@ class Rounding:
     def multiple(self, info: GroupInfo) -> int:
         return math.lcm(self.round_to, info.slices)
 
+    def minimum(self, info: GroupInfo) -> int:
+        """``min_channels``, and one channel of each of the group's pieces (a layer never loses every channel)."""
+        return max(self.min_channels, len(info.pieces))
+
     def for_ratio(self, info: GroupInfo, ratio: float) -> int:
         """The kept count when ``ratio`` of the group's channels go (:func:`kept_channels`)."""
-        return kept_channels(info.channels, ratio, self.multiple(info), self.min_channels)
+        return kept_channels(info.channels, ratio, self.multiple(info), self.minimum(info))
 
     def up(self, info: GroupInfo, keep: int) -> int:
         """The smallest allowed count holding ``keep`` channels: a channel a method kept is never dropped."""
         multiple = self.multiple(info)
-        return min(info.channels, math.ceil(max(keep, self.min_channels, 1) / multiple) * multiple)
+        return min(info.channels, math.ceil(max(keep, self.minimum(info), 1) / multiple) * multiple)
 
     def nearest(self, info: GroupInfo, keep: int) -> int:
         """The allowed count nearest to ``keep``."""
-        return _nearest(keep, info.channels, self.multiple(info), self.min_channels)
+        return _nearest(keep, info.channels, self.multiple(info), self.minimum(info))
 
     def apply(self, info: GroupInfo, keep: int, how: str) -> int:
         """``keep`` rounded ``up`` or to the ``nearest`` allowed count (a method's :class:`Allocation`)."""
@@ -102,7 +106,7 @@ class Rounding:
     def ladder(self, info: GroupInfo) -> list[int]:
         """Every count the group may keep: multiples of its step from its minimum, and its full width."""
         step = self.multiple(info)
-        low = max(step, math.ceil(self.min_channels / step) * step)
+        low = max(step, math.ceil(self.minimum(info) / step) * step)
         return sorted({*range(low, info.channels + 1, step), info.channels})
 
 
@@ -124,6 +128,35 @@ def select_pruned(scores: torch.Tensor, keep: int, slices: int = 1) -> list[int]
     return sorted(s * size + j for s in range(slices) for j in drop)
 
 
+def keep_pieces(drop: list[int], scores: torch.Tensor, pieces) -> list[int]:
+    """``drop`` changed as little as possible so that every piece keeps a channel: in a piece that would lose
+    all, its best-scoring channel stays and the lowest-scoring channel that can go (outside every piece
+    about to be emptied) goes instead; the count is unchanged where possible."""
+    drop = set(drop)
+    for piece in pieces:
+        if not piece <= drop:
+            continue
+        keep = max(piece, key=lambda i: (float(scores[i]), -i))
+        drop.discard(keep)
+        spare = [i for i in range(scores.numel()) if i not in drop and i != keep
+                 and not any(i in p and len(p - drop) == 1 for p in pieces)]
+        if spare:
+            drop.add(min(spare, key=lambda i: (float(scores[i]), i)))
+    return sorted(drop)
+
+
+def spread_channels(info: GroupInfo, keep: int) -> list[int]:
+    """Channels to remove from a group so that ``keep`` remain when no scores exist (trials, cost counts):
+    spread over the group (every other channel first, the same positions in every grouped-conv slice) as
+    scores spread them, so that no concat input or split piece is emptied by the choice of channels alone."""
+    size = info.channels // info.slices
+    order = [*range(1, size, 2), *range(0, size, 2)]  # the lowest "score" goes first
+    scores = torch.empty(size)
+    scores[torch.as_tensor(order, dtype=torch.long)] = torch.arange(size, dtype=torch.float)
+    scores = scores.repeat(info.slices)
+    return keep_pieces(select_pruned(scores, keep, info.slices), scores, info.pieces)
+
+
 def kept_counts(plans: list[GroupPlan], rounding: Rounding, global_ratio: float) -> dict[str, int]:
     """Channels each group keeps: its rule's ratio, or ``global_ratio`` for the others, rounded."""
     return {p.info.key: rounding.for_ratio(p.info, p.ratio if p.fixed else global_ratio) for p in plans}
@@ -133,7 +166,8 @@ def selection(plans: list[GroupPlan], scores: dict[str, torch.Tensor], kept: dic
     """Channels to remove per group key so that ``kept[key]`` remain: the lowest-scoring ones."""
     chosen = {}
     for plan in plans:
-        idxs = select_pruned(scores[plan.info.key], kept[plan.info.key], plan.info.slices)
+        score = scores[plan.info.key]
+        idxs = keep_pieces(select_pruned(score, kept[plan.info.key], plan.info.slices), score, plan.info.pieces)
         if idxs:
             chosen[plan.info.key] = idxs
     return chosen

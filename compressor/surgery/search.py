@@ -47,7 +47,11 @@ def plan_for_ratio(plans: list[GroupPlan], cost: CostModel, cfg: PruningConfig, 
     return Plan(kept, ratio, (), (), cost.reduction_pct(kept))
 
 
-def plan_for_target(plans: list[GroupPlan], cost: CostModel, cfg: PruningConfig) -> Plan:
+def plan_for_target(plans: list[GroupPlan], cost: CostModel, cfg: PruningConfig, shortfall_ok: bool = False,
+                    stuck: dict[str, str] | None = None) -> Plan:
+    """The plan closest to the recipe's target. Out of reach: with ``shortfall_ok`` (groups were protected
+    because removing them breaks the model) the most the other groups can give, else an error naming the
+    groups ``stuck`` (key -> why they cannot move)."""
     metric, target = target_of(cfg)
     trials: list[dict] = []
 
@@ -57,9 +61,11 @@ def plan_for_target(plans: list[GroupPlan], cost: CostModel, cfg: PruningConfig)
         trials.append({"ratio": round(ratio, 6), f"{metric}_reduction_pct": round(value, 3)})
         return kept, value
 
-    _, most = evaluate(1.0)
+    deepest, most = evaluate(1.0)
     if most < target - TOLERANCE_PCT:
-        raise SurgeryError(_out_of_reach(metric, target, most, cfg))
+        if shortfall_ok:
+            return Plan(deepest, 1.0, (), tuple(trials), most)
+        raise SurgeryError(_out_of_reach(metric, target, most, cfg, stuck or {}))
     lo, hi = 0.0, 1.0
     for _ in range(40):
         mid = (lo + hi) / 2
@@ -152,7 +158,7 @@ def _spread(kept: dict[str, int], channels: dict[str, int]) -> float:
     return sum((f - mean) ** 2 for f in fractions) / len(fractions)
 
 
-def _out_of_reach(metric: str, target: float, most: float, cfg: PruningConfig) -> str:
+def _out_of_reach(metric: str, target: float, most: float, cfg: PruningConfig, stuck: dict[str, str]) -> str:
     hints = ["lower the target", "relax pruning.ignore / pruning.layers"]
     if cfg.residual == "internal":
         hints.append("use residual: coupled")
@@ -161,4 +167,16 @@ def _out_of_reach(metric: str, target: float, most: float, cfg: PruningConfig) -
     what = "MACs" if metric == "macs" else "conv/linear parameters"
     return (f"pruning.{metric}_reduction_pct: {target}% is out of reach; keeping the minimum "
             f"(max(round_to, min_channels) = {max(cfg.round_to, cfg.min_channels)} channels) in every allowed group "
-            f"with residual: {cfg.residual} removes {most:.1f}% of {what} ({'; '.join(hints)})")
+            f"with residual: {cfg.residual} removes {most:.1f}% of {what}{_stuck(stuck)} ({'; '.join(hints)})")
+
+
+def _stuck(stuck: dict[str, str], shown: int = 3) -> str:
+    """'; groups that cannot move: 12 residual stream (layer1.0.conv2, ...), 1 classifier head (fc)'."""
+    if not stuck:
+        return ""
+    by_reason: dict[str, list[str]] = {}
+    for key, why in stuck.items():
+        by_reason.setdefault(why, []).append(key)
+    parts = [f"{len(keys)} {why} ({', '.join(keys[:shown])}{', ...' if len(keys) > shown else ''})"
+             for why, keys in sorted(by_reason.items(), key=lambda item: -len(item[1]))]
+    return "; groups that cannot move: " + ", ".join(parts)

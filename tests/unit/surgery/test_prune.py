@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from compressor.config import PruningConfig
 from compressor.config.methods import L1Options
-from compressor.errors import ModelError, SurgeryError
+from compressor.errors import SurgeryError
 from compressor.methods.l1 import L1
 from compressor.models.cifar_resnet import quicknet, resnet20
 from compressor.models.layers import ZeroPadShortcut
@@ -200,9 +200,12 @@ class HardCoded(nn.Module):
         return self.fc(x.view(x.shape[0], 8 * 32 * 32))
 
 
-def test_hard_coded_view_is_reported_not_crashing():
-    with pytest.raises((SurgeryError, ModelError)):
-        prune(HardCoded(), SHAPE, l1(), PruningConfig(ratio=0.5))
+def test_hard_coded_view_protects_the_group_it_breaks_and_prunes_the_rest():
+    model = HardCoded()
+    surgery = prune(model, SHAPE, l1(), PruningConfig(ratio=0.5))
+    assert set(surgery.protected) == {"conv2"} and "fails in forward" in surgery.protected["conv2"]
+    assert model.conv.out_channels == 4 and model.conv2.out_channels == 8
+    assert model(torch.randn(2, *SHAPE)).shape == (2, 4)
 
 
 def test_apply_selection_refuses_to_empty_a_layer():
