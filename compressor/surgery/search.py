@@ -1,7 +1,9 @@
 """How many channels each group keeps so that a MACs target is met within 1 point.
 
-Everything here works on kept counts and the exact :class:`~compressor.surgery.cost.CostModel`, so no
-model is pruned while searching. First the uniform ratio is bisected. Rounding (``round_to``, small
+Everything here works on kept counts and a cost: the exact :class:`~compressor.surgery.cost.CostModel`, so
+that no model is pruned while searching, or, for graphs it misses, :class:`~compressor.surgery.measured.
+MeasuredCost`, which prunes and counts a copy per plan (then the search stays small: no exhaustive pass,
+greedy single-group steps). First the uniform ratio is bisected. Rounding (``round_to``, small
 layers) makes the reduction a step function of the ratio, which can jump over the target; then the plans
 off the uniform ratio are searched: all of them when there are few (small networks, where this happens),
 otherwise a beam search that moves single groups by one rounding step (down, up, or one down and another
@@ -22,6 +24,7 @@ from .plan import GroupPlan, Rounding, kept_counts
 TOLERANCE_PCT = 1.0  # the achieved MACs reduction must be this close to the target
 EXHAUSTIVE_LIMIT = 20_000  # search every combination of kept counts below this many
 BEAM_WIDTH = 8
+MEASURED_ROUNDS = 2  # greedy single-group steps when every plan is pruned and counted (MeasuredCost)
 
 
 def target_of(cfg: PruningConfig) -> tuple[str, float] | None:
@@ -100,11 +103,13 @@ def local_search(kept: dict[str, int], plans: list[GroupPlan], cost: CostModel, 
         error = abs(cost.reduction_pct(k, metric) - target)
         return (error > TOLERANCE_PCT, shape(k) if error <= TOLERANCE_PCT else error)
 
-    if math.prod(len(v) for v in ladders.values()) <= EXHAUSTIVE_LIMIT:
+    exact = getattr(cost, "exact", True)  # a MeasuredCost prunes and counts a copy per plan: few evaluations
+    if exact and math.prod(len(v) for v in ladders.values()) <= EXHAUSTIVE_LIMIT:
         candidates = (dict(kept, **dict(zip(ladders, combo))) for combo in itertools.product(*ladders.values()))
         best = min(candidates, key=rank)
     else:
-        best = _beam(kept, ladders, rank)
+        best = _beam(kept, ladders, rank, rounds=64 if exact else MEASURED_ROUNDS, pairs=exact,
+                     width=BEAM_WIDTH if exact else 1)
     if rank(best)[0]:
         raise SurgeryError(
             f"pruning.{metric}_reduction_pct: cannot get within {TOLERANCE_PCT} point of {target}% (closest "
@@ -113,26 +118,27 @@ def local_search(kept: dict[str, int], plans: list[GroupPlan], cost: CostModel, 
     return best
 
 
-def _beam(kept: dict[str, int], ladders: dict[str, list[int]], rank) -> dict[str, int]:
+def _beam(kept: dict[str, int], ladders: dict[str, list[int]], rank, rounds: int = 64, pairs: bool = True,
+          width: int = BEAM_WIDTH) -> dict[str, int]:
     beam, seen = [kept], {tuple(sorted(kept.items()))}
-    for _ in range(64):
+    for _ in range(rounds):
         if not rank(beam[0])[0]:
             break
         fresh = []
         for plan in beam:
-            for move in _moves(plan, ladders):
+            for move in _moves(plan, ladders, pairs):
                 signature = tuple(sorted(move.items()))
                 if signature not in seen:
                     seen.add(signature)
                     fresh.append(move)
         if not fresh:
             break
-        beam = sorted(beam + fresh, key=rank)[:BEAM_WIDTH]
+        beam = sorted(beam + fresh, key=rank)[:width]
     return beam[0]
 
 
-def _moves(kept: dict[str, int], ladders: dict[str, list[int]]):
-    """Plans one step away: one group down or up, or one down and another up."""
+def _moves(kept: dict[str, int], ladders: dict[str, list[int]], pairs: bool = True):
+    """Plans one step away: one group down or up, or (with ``pairs``) one down and another up."""
     steps = {}
     for key, ladder in ladders.items():
         i = ladder.index(kept[key]) if kept[key] in ladder else None
@@ -142,6 +148,8 @@ def _moves(kept: dict[str, int], ladders: dict[str, list[int]]):
     for key, options in steps.items():
         for value in options:
             yield {**kept, key: value}
+    if not pairs:
+        return
     for down in steps:
         for up in steps:
             lower = [v for v in steps[down] if v < kept[down]]
