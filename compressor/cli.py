@@ -112,6 +112,55 @@ def _preflight(path: Path, recipe) -> None:
 
 
 @app.command()
+def inspect(recipe: RecipeArg, set_: SetOpt = None,
+            json_out: Annotated[Optional[Path], typer.Option(
+                "--json", help="Also write the inspection to this JSON file.", show_default=False)] = None) -> None:
+    """Show what the recipe's pruning would do to the model: the channel groups and how many channels each
+    keeps, the groups left whole and why, MACs and params before and after. Reads no data, trains nothing."""
+    from .config import load_recipe
+    from .stages.inspect import inspect_recipe
+
+    with _user_errors():
+        found = inspect_recipe(load_recipe(recipe, set_ or []))
+        if json_out is not None:
+            _write_json(json_out, found.to_json())
+    _print_inspection(found)
+    if json_out is not None:
+        typer.echo(f"wrote {json_out}", err=True)
+
+
+def _write_json(path: Path, content: dict) -> None:
+    from .errors import OutputDirError
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise OutputDirError(f"--json {path}: cannot write it ({exc.strerror or exc})") from None
+
+
+def _print_inspection(found) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)  # piped / CI: no cut names
+    title = (f"{found.recipe}: {found.model} {'x'.join(map(str, found.input_shape))}, method {found.method}, "
+             f"residual {found.residual}")
+    groups = Table("group", "channels", "kept", "residual", "slices", "producers", "consumers", "rule", title=title)
+    for row in found.group_cells():
+        groups.add_row(*map(escape, row))
+    console.print(groups)
+    if found.skipped or found.protected:
+        left = Table("group", "", "why it is not pruned", title="not pruned")
+        for row in found.not_pruned_cells():
+            left.add_row(*map(escape, row))
+        console.print(left)
+    for line in found.summary_lines():
+        console.print(escape(line))
+
+
+@app.command()
 def methods() -> None:
     """List the pruning methods."""
     from .methods import list_methods
