@@ -2,7 +2,9 @@
 config section(s) it needs and the results it builds on; it returns a frozen result (``results.py``) and
 writes only its own files of the run folder (``artifacts.RunLayout``: ``baseline/``; ``pruned/``, shared by
 prune and fine-tune; ``export/``; ``profile/``). ``pipeline.run`` decides which run, in which order, on which
-rank, and records them."""
+rank, and records them. Two commands look at a recipe without running it: ``preflight.py`` (``compress
+validate``: every check the stages would make, all problems listed) and ``inspect.py`` (``compress inspect``:
+the groups, what the recipe keeps of each, what is protected and why, the predicted MACs)."""
 
 from .baseline import baseline
 from .export import export

@@ -63,15 +63,16 @@ def load_inputs(model_cfg: ModelConfig, data_cfg: DataConfig, pruning: PruningCo
                   architecture=architecture)
 
 
-def check_plan(model: nn.Module, input_shape: tuple[int, int, int], pruning: PruningConfig) -> None:
-    """Selectors, channel counts and a trial prune, checked before any work is done or any file written."""
+def check_plan(model: nn.Module, input_shape: tuple[int, int, int], pruning: PruningConfig):
+    """Selectors, channel counts and a trial prune, checked before any work is done or any file written;
+    returns the planned counts (``surgery.search.Plan``), or None when the method decides them."""
     from ..surgery import preflight
     from ..surgery.graph import select_layers
 
     select_layers(model, pruning.ignore, "pruning.ignore")
     for i, rule in enumerate(pruning.layers):
         select_layers(model, [rule.match], f"pruning.layers[{i}].match")
-    preflight(model, input_shape, pruning)
+    return preflight(model, input_shape, pruning)
 
 
 def check_dependencies(export: ExportConfig, profile: ProfileConfig) -> None:
