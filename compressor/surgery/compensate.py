@@ -88,7 +88,7 @@ def _targets(original: nn.Module, groups: list[GroupInfo], removed: dict[str, li
                 cut.setdefault(layer, set()).update(slots.layer_idx[mask].tolist())
     targets = {}
     for layer, gone in cut.items():
-        if layer in result.skipped:
+        if layer in result.skipped or not gone:  # none of the removed channels reach this layer (a split piece)
             continue
         module = original.get_submodule(layer)
         if max(gone) >= _in_channels(module):

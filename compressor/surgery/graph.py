@@ -8,7 +8,12 @@ can be applied to a copy.
 
 Facts about torch-pruning 1.6.1 this module works around (DESIGN.md §5): ``ignored_layers`` must be
 module instances; tracing needs grad enabled and leaves the model in eval mode; custom layers need a
-registered pruner, which we build from the small protocol in ``compressor.models.layers``.
+registered pruner, which we build from the small protocol in ``compressor.models.layers``. Since issue 13:
+the example goes in as ``(x,)`` (a bare tensor is unpacked, so a model that also runs unbatched was traced
+on a 3-D tensor); layers whose outputs never reach the model's output are traced too (torch-pruning walks
+back from the output only) and the last of them protected like the head; a conv/linear subclass with
+weight-shaped extras (a mask) gets a pruner that prunes them with the weight. Fixes inside torch-pruning's
+index mappings live in ``patches.py``.
 """
 
 from __future__ import annotations

@@ -49,12 +49,23 @@ class MeasuredCost:
         removing = {k: v for k, v in kept.items() if k in self._infos and v < self._infos[k].channels}
         signature = tuple(sorted(removing.items()))
         if signature not in self._cache:
-            trial = copy.deepcopy(self._model)
+            self.evaluations += 1
+            self._cache[signature] = self._trial(removing)
+        return self._cache[signature]
+
+
+    def _trial(self, removing: dict[str, int]) -> tuple[int, int]:
+        """The count of a copy with ``removing``'s channels gone; a plan whose copy breaks counts as removing
+        nothing, so that the search moves away from it instead of stopping."""
+        trial = copy.deepcopy(self._model)
+        try:
             if removing:
                 apply_selection(trial, self._example, {k: spread_channels(self._infos[k], v) for k, v in removing.items()})
-            self.evaluations += 1
-            self._cache[signature] = count(trial, tuple(self._example.shape[1:]))
-        return self._cache[signature]
+            return count(trial, tuple(self._example.shape[1:]))
+        except Exception:  # noqa: BLE001 - torch-pruning or the user's forward; the screen protects what it can
+            if not self._cache:
+                raise
+            return self.base_macs, self.base_params
 
 
 def count(model: nn.Module, input_shape: tuple[int, int, int]) -> tuple[int, int]:

@@ -9,9 +9,10 @@ report (``pruning.protected``).
 
 Two checks, both before any channel of the real model goes:
 
-- *Known hazards*, read off the group: a transpose or permute inside the group (a channel shuffle:
-  torch-pruning maps channels through it as if it were the identity, so the pruned network would silently
-  compute something else).
+- *Known hazards*, read off the group, where the pruned network would run but silently compute something
+  else: a transpose or permute inside the group (a channel shuffle: torch-pruning maps channels through it
+  as if it were the identity), and a grouped conv reading the group's channels beside others (a concat in
+  front: removing some shifts its input slices, and torch-pruning keeps the first kept indices per slice).
 - *The screen*: on a CPU copy, every group loses about half its channels (the rounding rules applied),
   all at once; if that copy still runs and keeps its output shapes, nothing is protected (the usual case:
   one trial). Otherwise the groups are removed one at a time, the forward checked after each, and a group
@@ -56,20 +57,41 @@ def hazards(groups: list) -> dict[str, str]:
                 found[info.key] = ("channel shuffle: its channels pass a transpose/permute, which torch-pruning maps as "
                                    "the identity (pruning it would scramble the channels)")
                 break
+            if _shares_grouped_input(item):
+                found[info.key] = (f"a grouped conv ({module.groups} groups) reads these channels beside others (a "
+                                   "concat): removing some would shift its input slices, which torch-pruning does "
+                                   "not follow")
+                break
     return found
+
+
+def _shares_grouped_input(item) -> bool:
+    """A grouped (not depthwise) conv that reads the group's channels as part of a wider input."""
+    module = item.dep.target.module
+    grouped = isinstance(module, nn.modules.conv._ConvNd) and 1 < module.groups < module.in_channels
+    return grouped and getattr(item.dep.handler, "__name__", "") == "prune_in_channels" and \
+        len(item.idxs) != module.in_channels
 
 
 def screen(model: nn.Module, example: torch.Tensor, infos: list[GroupInfo], rounding: Rounding):
     """({group key: reason} of the groups whose trial removal raises or breaks the forward of a CPU copy,
     (kept counts, the copy with the other groups' trial channels removed) or None when nothing was removed)."""
-    example = example.detach().cpu()
-    original = copy.deepcopy(model).cpu().eval()
     chosen = {info.key: idxs for info in infos if (idxs := trial_channels(info, rounding))}
     if not chosen:
         return {}, None
+    reasons, trial, passed = breaking(model, example, chosen)
+    return reasons, ((_kept(infos, passed), trial) if passed else None)
+
+
+def breaking(model: nn.Module, example: torch.Tensor, chosen: dict[str, list[int]]):
+    """({group key: reason} of the groups in ``chosen`` whose removal raises or breaks the forward, the CPU
+    copy with the others removed, those others). All at once first (one trial); group by group only when
+    that fails. ``decide`` runs it on the method's own choice of channels, which the screen did not try."""
+    example = example.detach().cpu()
+    original = copy.deepcopy(model).cpu().eval()
     trial = copy.deepcopy(original)
     if _error(_remove_all, original, trial, example, chosen) is None:
-        return {}, (_kept(infos, chosen), trial)
+        return {}, trial, dict(chosen)
     reasons: dict[str, str] = {}
     passed: dict[str, list[int]] = {}
     trial, graph = _fresh(original, example, passed)
@@ -80,7 +102,7 @@ def screen(model: nn.Module, example: torch.Tensor, infos: list[GroupInfo], roun
             continue
         reasons[key] = problem
         trial, graph = _fresh(original, example, passed)
-    return reasons, ((_kept(infos, passed), trial) if passed else None)
+    return reasons, trial, passed
 
 
 def trial_channels(info: GroupInfo, rounding: Rounding) -> list[int]:

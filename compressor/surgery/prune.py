@@ -15,6 +15,7 @@ prune and forward) so that a bad plan is reported before the run folder exists o
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -29,7 +30,7 @@ from .cost import CostModel
 from .graph import GroupInfo, build_graph, describe_groups, example_input, find_heads, select_layers
 from .measured import choose_cost
 from .plan import GroupPlan, Rounding, group_ratios, keep_pieces, select_pruned, selection
-from .protect import protect
+from .protect import breaking, protect
 from .remove import apply_selection, check_forward
 from .search import Plan, plan_for_ratio, plan_for_target, target_of
 
@@ -161,15 +162,22 @@ def decide(model: nn.Module, input_shape: tuple[int, int, int], method: PruningM
         plan, allocated_by = Plan(kept, cfg.ratio or 0.0, (), (), layout.cost.reduction_pct(kept)), "method"
     else:
         plan, allocated_by = plan_counts(layout, cfg), "recipe"
-    scores = _score(method, layout.groups)
+    scores, unscored = _score(method, layout.groups)
     chosen = {}
     for p in layout.plans:
         key = p.info.key
+        if key in unscored:
+            continue
         idxs = method.choose(key, scores[key], plan.kept[key], p.info.slices)
         idxs = select_pruned(scores[key], plan.kept[key], p.info.slices) if idxs is None else idxs
         idxs = keep_pieces(idxs, scores[key], p.info.pieces)
         if idxs:
             chosen[key] = idxs
+    broken = {}
+    if chosen:  # the method's own channels, which no trial has removed yet
+        broken, _, chosen = breaking(model, example, chosen)
+    if unscored or broken:
+        layout = dataclasses.replace(layout, protected={**layout.protected, **unscored, **broken})
     return Decision(layout, plan, chosen, original, example, allocated_by)
 
 
@@ -250,15 +258,19 @@ def prunable_groups(model: nn.Module, example: torch.Tensor, cfg: PruningConfig)
     return groups, skipped, graph
 
 
-def _score(method: PruningMethod, groups) -> dict[str, torch.Tensor]:
-    scores = {}
+def _score(method: PruningMethod, groups) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Scores per group key, and the groups the method could not score (torch-pruning's magnitude importance
+    sizes its scores from the first layer it scores, which for a group rooted at a depthwise conv reached
+    through an index mapping is not the group's width): those are protected, not guessed."""
+    scores, unscored = {}, {}
     for info, group in groups:
         value = torch.as_tensor(method.score(info, group)).detach().float().flatten().cpu()
         if value.numel() != info.channels:
-            raise RuntimeError(f"method {method.name} returned {value.numel()} scores for group {info.key} "
-                               f"with {info.channels} channels")
+            unscored[info.key] = (f"method {method.name} cannot score it ({value.numel()} scores for its "
+                                  f"{info.channels} channels)")
+            continue
         scores[info.key] = value
-    return scores
+    return scores, unscored
 
 
 def _check_rules_used(plans: list[GroupPlan], cfg: PruningConfig) -> None:
