@@ -24,6 +24,8 @@ from .plan import GroupPlan, Rounding, kept_counts
 TOLERANCE_PCT = 1.0  # the achieved MACs reduction must be this close to the target
 EXHAUSTIVE_LIMIT = 20_000  # search every combination of kept counts below this many
 BEAM_WIDTH = 8
+PAIR_GROUPS = 40  # above this many groups the beam moves single groups only
+CANDIDATE_BUDGET = 50_000  # plans the beam may rank in all (about a second each 5,000 on the exact cost)
 MEASURED_ROUNDS = 2  # greedy single-group steps when every plan is pruned and counted (MeasuredCost)
 
 
@@ -121,8 +123,9 @@ def local_search(kept: dict[str, int], plans: list[GroupPlan], cost: CostModel, 
 def _beam(kept: dict[str, int], ladders: dict[str, list[int]], rank, rounds: int = 64, pairs: bool = True,
           width: int = BEAM_WIDTH) -> dict[str, int]:
     beam, seen = [kept], {tuple(sorted(kept.items()))}
+    pairs = pairs and len(ladders) <= PAIR_GROUPS  # pairs grow with the square of the groups (170 in MSDNet)
     for _ in range(rounds):
-        if not rank(beam[0])[0]:
+        if not rank(beam[0])[0] or len(seen) > CANDIDATE_BUDGET:
             break
         fresh = []
         for plan in beam:
