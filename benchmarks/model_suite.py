@@ -8,7 +8,7 @@ network (MetaPruner, L1 magnitude, ratio 0.25, head ignored, then ONNX export an
 the reference of what torch-pruning alone handles.
 
 A run passes when it exits 0, reaches the asked MACs reduction within 1 point (or says which groups it
-protected and why), and both parity checks pass. Needs ``pip install --no-deps pytorchcv==0.0.74``.
+protected and why), and both parity checks pass (relative tolerance 1e-2 here, see PARITY_RTOL). Needs ``pip install --no-deps pytorchcv==0.0.74``.
 
     .venv/bin/python benchmarks/model_suite.py --jobs 2            # all 47, both policies (~40 min here)
     .venv/bin/python benchmarks/model_suite.py --models nin_cifar10 ghostnet --policies coupled
@@ -32,6 +32,11 @@ from public_models import SUITE, input_size
 
 TARGET_PCT = 40.0
 TOLERANCE_PCT = 1.0
+# Random weights with BatchNorm statistics of random images put some unpruned networks in a badly scaled
+# regime (SKNet-50: logits up to 580 on the synthetic images), where float32 rounding alone differs by
+# 4e-3 of the largest logit between PyTorch and onnxruntime, with either exporter; trained networks stay far
+# below the recipe default (1e-3). The suite allows 1e-2.
+PARITY_RTOL = 1e-2
 
 
 def recipe(name: str, policy: str) -> dict:
@@ -46,7 +51,7 @@ def recipe(name: str, policy: str) -> dict:
         "method": {"name": "l1"},
         "pruning": {"macs_reduction_pct": TARGET_PCT, "residual": policy},
         "finetune": {"epochs": 0},
-        "export": {"parity_images": 8},
+        "export": {"parity_images": 8, "parity_rtol": PARITY_RTOL},
         "profile": {"batch_sizes": [1], "threads": 1, "warmup": 2, "iterations": 5, "repeats": 1},
     }
 

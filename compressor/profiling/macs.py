@@ -247,8 +247,10 @@ def _is_float(tensor) -> bool:
 
 
 # --------------------------------------------------------------------------------------------- torch
-def count_torch(model: nn.Module, input_shape: tuple[int, int, int]) -> Cost:
-    """Per-image MACs of the conv / transposed-conv / linear module calls of one batch-1 forward pass."""
+def count_torch(model: nn.Module, input_shape: tuple[int, int, int], skip: frozenset = frozenset()) -> Cost:
+    """Per-image MACs of the conv / transposed-conv / linear module calls of one batch-1 forward pass;
+    layers named in ``skip`` are left out (surgery skips layers whose outputs never reach the model's output,
+    which the exported graph drops)."""
     import torch
 
     from ..export.onnx import eval_mode
@@ -257,7 +259,7 @@ def count_torch(model: nn.Module, input_shape: tuple[int, int, int]) -> Cost:
     names = {module: name for name, module in model.named_modules()}
     counted = (torch.nn.modules.conv._ConvNd, torch.nn.Linear)
     hooks = [module.register_forward_hook(_hook(names[module], layers))
-             for module in names if isinstance(module, counted)]
+             for module in names if isinstance(module, counted) and names[module] not in skip]
     param = next(model.parameters(), None)
     x = torch.zeros(1, *input_shape, device=param.device if param is not None else "cpu",
                     dtype=param.dtype if param is not None and param.is_floating_point() else torch.float32)

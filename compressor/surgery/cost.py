@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from .graph import PARAM_LAYERS, GroupInfo
+from .graph import PARAM_LAYERS, GroupInfo, dead_end_layers
 
 
 @dataclass
@@ -43,7 +43,7 @@ class CostModel:
 
     @classmethod
     def build(cls, model: nn.Module, example: torch.Tensor, groups: list[tuple[GroupInfo, object]], graph) -> "CostModel":
-        layers = _geometry(model, example)
+        layers = _geometry(model, example, frozenset(dead_end_layers(model, example)))
         names = {m: n for n, m in model.named_modules()}
         for info, group in groups:
             root = len(group[0].idxs)
@@ -84,10 +84,12 @@ class CostModel:
         return (layer.cin - self._removed(layer.in_cuts, kept)) / layer.groups
 
 
-def _geometry(model: nn.Module, example: torch.Tensor) -> dict[str, _Layer]:
-    """Shape facts of every conv/linear layer from one forward pass."""
+def _geometry(model: nn.Module, example: torch.Tensor, dead: frozenset) -> dict[str, _Layer]:
+    """Shape facts of every conv/linear layer from one forward pass; the ``dead`` ones (outputs that never
+    reach the model's output, e.g. early exits computed and dropped) cost nothing: the ONNX export, where the
+    report counts MACs, drops them."""
     layers: dict[str, _Layer] = {}
-    names = {m: n for n, m in model.named_modules() if isinstance(m, PARAM_LAYERS)}
+    names = {m: n for n, m in model.named_modules() if isinstance(m, PARAM_LAYERS) and n not in dead}
 
     def hook(module, inputs, output):
         if isinstance(module, nn.Linear):

@@ -16,7 +16,7 @@ import copy
 import torch
 import torch.nn as nn
 
-from .graph import PARAM_LAYERS, GroupInfo
+from .graph import PARAM_LAYERS, GroupInfo, dead_end_layers
 from .plan import spread_channels
 from .remove import apply_selection
 
@@ -30,6 +30,7 @@ class MeasuredCost:
         self._model = copy.deepcopy(model).cpu().eval()
         self._example = example.detach().cpu()
         self._infos = {info.key: info for info in infos}
+        self._dead = frozenset(dead_end_layers(self._model, self._example))
         self._cache: dict[tuple, tuple[int, int]] = {}
         self.evaluations = 0  # pruned copies counted
         self.base_macs, self.base_params = self._count({})
@@ -61,20 +62,21 @@ class MeasuredCost:
         try:
             if removing:
                 apply_selection(trial, self._example, {k: spread_channels(self._infos[k], v) for k, v in removing.items()})
-            return count(trial, tuple(self._example.shape[1:]))
+            return count(trial, tuple(self._example.shape[1:]), self._dead)
         except Exception:  # noqa: BLE001 - torch-pruning or the user's forward; the screen protects what it can
             if not self._cache:
                 raise
             return self.base_macs, self.base_params
 
 
-def count(model: nn.Module, input_shape: tuple[int, int, int]) -> tuple[int, int]:
-    """(MACs as the report counts them, conv/linear weights and biases) of ``model``."""
+def count(model: nn.Module, input_shape: tuple[int, int, int], dead: frozenset = frozenset()) -> tuple[int, int]:
+    """(MACs as the report counts them, conv/linear weights and biases) of ``model``, without the ``dead``
+    layers (outputs that never reach the model's output: the exported graph drops them)."""
     from ..profiling.macs import count_torch
 
-    params = sum(p.numel() for m in model.modules() if isinstance(m, PARAM_LAYERS)
+    params = sum(p.numel() for n, m in model.named_modules() if isinstance(m, PARAM_LAYERS) and n not in dead
                  for p in (m.weight, m.bias) if p is not None)
-    return count_torch(model, input_shape).macs, params
+    return count_torch(model, input_shape, dead).macs, params
 
 
 def choose_cost(exact, model: nn.Module, example: torch.Tensor, infos: list[GroupInfo], probe):
@@ -83,7 +85,7 @@ def choose_cost(exact, model: nn.Module, example: torch.Tensor, infos: list[Grou
     if probe is None:
         return exact
     kept, trial = probe
-    shape = tuple(example.shape[1:])
-    if exact.macs(kept) == count(trial, shape)[0] and exact.base_macs == count(model, shape)[0]:
+    shape, dead = tuple(example.shape[1:]), frozenset(dead_end_layers(model, example))
+    if exact.macs(kept) == count(trial, shape, dead)[0] and exact.base_macs == count(model, shape, dead)[0]:
         return exact
     return MeasuredCost(model, example, infos)

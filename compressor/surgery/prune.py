@@ -27,7 +27,7 @@ from ..methods.base import PruningMethod
 from .allocation import Space, settle
 from .compensate import CompensationResult, compensate
 from .cost import CostModel
-from .graph import GroupInfo, build_graph, describe_groups, example_input, find_heads, select_layers
+from .graph import GroupInfo, build_graph, dead_end_layers, describe_groups, example_input, find_heads, select_layers
 from .measured import choose_cost
 from .plan import GroupPlan, Rounding, group_ratios, keep_pieces, select_pruned, selection
 from .protect import breaking, protect
@@ -204,7 +204,8 @@ def summarize(model: nn.Module, decision: Decision, cfg: PruningConfig, history:
     from ..profiling.macs import count_torch
 
     shape = tuple(decision.example.shape[1:])
-    before, after = count_torch(decision.original, shape).macs, count_torch(model, shape).macs
+    dead = frozenset(dead_end_layers(decision.original, decision.example))  # not in the export: not counted
+    before, after = count_torch(decision.original, shape, dead).macs, count_torch(model, shape, dead).macs
     _check_cost_model(decision, before, after)
     return Surgery(history=history, groups=_results(decision),
                    skipped=decision.layout.skipped, protected=decision.layout.protected,
