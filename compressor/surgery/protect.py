@@ -7,7 +7,7 @@ Rather than refuse the model, :func:`protect` finds the groups whose removal wou
 out of the plan; the rest is pruned, and every protected group and its reason reaches the console and the
 report (``pruning.protected``).
 
-Two checks, both before any channel of the real model goes:
+Three checks, all before any channel of the real model goes:
 
 - *Known hazards*, read off the group, where the pruned network would run but silently compute something
   else: a transpose or permute inside the group (a channel shuffle: torch-pruning maps channels through it
@@ -17,6 +17,9 @@ Two checks, both before any channel of the real model goes:
   all at once; if that copy still runs and keeps its output shapes, nothing is protected (the usual case:
   one trial). Otherwise the groups are removed one at a time, the forward checked after each, and a group
   whose removal raises or breaks the forward is protected (the copy is rebuilt from the groups that passed).
+- *The method's own choice* (:func:`breaking`, from ``prune.decide``): the same trial on the channels the
+  method chose, which can break what the screen's choice did not (a split piece emptied, ``torch.chunk``
+  re-splitting evenly); groups the criterion cannot score are protected there too.
 """
 
 from __future__ import annotations
@@ -46,7 +49,8 @@ def protect(model: nn.Module, example: torch.Tensor, groups: list, rounding: Rou
 
 
 def hazards(groups: list) -> dict[str, str]:
-    """Groups whose channels pass a channel-reordering op (a channel shuffle's transpose or permute)."""
+    """Groups whose channels pass a channel-reordering op (a channel shuffle's transpose or permute) or feed a
+    grouped conv beside other channels."""
     import torch_pruning as tp
 
     found = {}
