@@ -8,9 +8,10 @@ network (MetaPruner, L1 magnitude, ratio 0.25, head ignored, then ONNX export an
 the reference of what torch-pruning alone handles.
 
 A run passes when it exits 0, reaches the asked MACs reduction within 1 point (or says which groups it
-protected and why), and both parity checks pass (relative tolerance 1e-2 here, see PARITY_RTOL). Needs ``pip install --no-deps pytorchcv==0.0.74``.
+protected and why), and both parity checks pass (relative tolerance 1e-2 here, see PARITY_RTOL).
+Needs ``pip install --no-deps pytorchcv==0.0.74``.
 
-    .venv/bin/python benchmarks/model_suite.py --jobs 2            # all 47, both policies (~40 min here)
+    .venv/bin/python benchmarks/model_suite.py --jobs 2            # all 47, both policies (about 1.5 h here)
     .venv/bin/python benchmarks/model_suite.py --models nin_cifar10 ghostnet --policies coupled
 """
 
