@@ -9,32 +9,12 @@ from typer.testing import CliRunner
 
 from compressor.cli import app
 
+from .user_models import HARDVIEW
+
 REPO = Path(__file__).resolve().parents[2]
 QUICKSTART = REPO / "recipes" / "quickstart.yaml"
 GROUPS = {"conv1", "layer1.0.conv1", "layer2.0.conv1", "layer2.0.conv2", "layer3.0.conv1", "layer3.0.conv2"}
 RESIDUAL = {"conv1", "layer2.0.conv2", "layer3.0.conv2"}  # quicknet's three residual streams
-
-HARDVIEW = """
-import torch.nn as nn
-import torch.nn.functional as F
-
-
-class HardView(nn.Module):
-    def __init__(self, num_classes=10):
-        super().__init__()
-        self.conv1, self.bn1 = nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16)
-        self.conv2 = nn.Conv2d(16, 8, 3, padding=1)
-        self.fc = nn.Linear(8 * 32 * 32, num_classes)
-
-    def forward(self, x):
-        x = self.conv2(F.relu(self.bn1(self.conv1(x))))
-        return self.fc(x.view(x.size(0), 8 * 32 * 32))  # hard-coded width: breaks once conv2 loses filters
-
-
-def build(num_classes=10):
-    return HardView(num_classes)
-"""
-
 
 def inspect(*args: str, overrides: tuple[str, ...] = ()):
     sets = [x for o in overrides for x in ("--set", o)]

@@ -11,33 +11,13 @@ from typer.testing import CliRunner
 
 from compressor.cli import app
 
+from .user_models import HARDVIEW
+
 REPO = Path(__file__).resolve().parents[2]
 QUICKSTART = REPO / "recipes" / "quickstart.yaml"
 SMALL = ["data.train.num_images=300", "data.test.num_images=100", "data.val_split=50", "finetune.epochs=0",
          "profile.enabled=false", "model.arch=hardview_net:build", "model.input_shape=[3, 32, 32]",
          "model.checkpoint=null", "pruning.round_to=1", "gates.max_accuracy_drop=null"]
-
-HARDVIEW = """
-import torch.nn as nn
-import torch.nn.functional as F
-
-
-class HardView(nn.Module):
-    def __init__(self, num_classes=10):
-        super().__init__()
-        self.conv1, self.bn1 = nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16)
-        self.conv2 = nn.Conv2d(16, 8, 3, padding=1)
-        self.fc = nn.Linear(8 * 32 * 32, num_classes)
-
-    def forward(self, x):
-        x = self.conv2(F.relu(self.bn1(self.conv1(x))))
-        return self.fc(x.view(x.size(0), 8 * 32 * 32))  # hard-coded width: breaks once conv2 loses filters
-
-
-def build(num_classes=10):
-    return HardView(num_classes)
-"""
-
 
 @pytest.fixture()
 def hardview(tmp_path, monkeypatch):
