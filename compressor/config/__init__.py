@@ -29,6 +29,7 @@ from .schema import (
     GatesConfig,
     ImageFolderSource,
     LatencyGate,
+    LatencyTarget,
     LayerRule,
     ModelConfig,
     Normalize,
@@ -41,8 +42,8 @@ from .schema import (
 __all__ = [
     "IMAGENET_MEAN", "IMAGENET_STD", "METHOD_OPTIONS", "SCHEMA_VERSION", "Augment", "BNRecalibration", "Backend",
     "CifarSource", "DataConfig", "DistillConfig", "ExportConfig", "FinetuneConfig", "GatesConfig",
-    "ImageFolderSource", "Int8Config", "LatencyGate", "LayerRule", "MethodConfig", "MethodOptions", "ModelConfig",
-    "Normalize", "NpzSource", "ProfileConfig", "PruningConfig", "Recipe", "ResolvedPath", "StrictModel",
+    "ImageFolderSource", "Int8Config", "LatencyGate", "LatencyTarget", "LayerRule", "MethodConfig", "MethodOptions",
+    "ModelConfig", "Normalize", "NpzSource", "ProfileConfig", "PruningConfig", "Recipe", "ResolvedPath", "StrictModel",
     "StripeExportConfig", "SyntheticSource", "TensorRTConfig", "all_error_lines", "dump_recipe",
     "format_validation_error", "load_recipe", "recipe_json_schema",
 ]

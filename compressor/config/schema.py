@@ -136,12 +136,47 @@ class BNRecalibration(StrictModel):
     images: PositiveInt = Field(2000, description="Calibration images used to re-estimate BatchNorm statistics.")
 
 
+class LatencyTarget(StrictModel):
+    """Prune until the pruned model runs this much faster on a backend, measured (``surgery/latency_search.py``)."""
+
+    speedup: Annotated[float, Field(gt=1)] | None = Field(
+        None, description="Baseline latency / pruned latency to reach, e.g. 2.0 (median of interleaved rounds).")
+    ms: Annotated[float, Field(gt=0)] | None = Field(
+        None, description="Median latency to reach, in milliseconds per batch, on this machine.")
+    backend: Backend | None = Field(  # type: ignore[valid-type]
+        None, description="Where the latency is measured; default: the first of profile.backends.")
+    batch: PositiveInt | None = Field(None, description="Batch the latency is measured at; default: the largest of "
+                                      "profile.batch_sizes.")
+    tolerance_pct: Annotated[float, Field(gt=0, lt=50)] = Field(
+        5.0, description="The measured speedup must be within this many percent of the target (the search aims at "
+        "half of it, leaving room for the profile stage's own measurement); also the latency_target gate's margin.")
+    allocation: Literal["knapsack", "uniform"] = Field(
+        "knapsack", description="knapsack: channels by importance per millisecond (the method's scores over a "
+        "measured latency model, widths snapped to the measured fast ones); uniform: one ratio for every group, "
+        "as a MACs target would, searched on measured latency instead of MACs.")
+    rounds: Annotated[int, Field(ge=1, le=30)] = Field(
+        8, description="Most whole-graph measurements of candidates (each: prune a copy, export, time it "
+        "interleaved with the baseline) before the closest one is taken.")
+    cache: ResolvedPath | None = Field(
+        None, description="Folder of the per-layer latency tables (per backend, machine and shape; reused by later "
+        "runs); default: $COMPRESSOR_CACHE/latency, else ~/.cache/compressor/latency.")
+
+    @model_validator(mode="after")
+    def _one_amount(self) -> "LatencyTarget":
+        if (self.speedup is None) == (self.ms is None):
+            raise ValueError("give exactly one of speedup (e.g. 2.0) or ms (milliseconds per batch)")
+        return self
+
+
 class PruningConfig(StrictModel):
     ratio: Ratio | None = Field(None, description="Fraction of channels removed from every prunable group.")
     macs_reduction_pct: Annotated[float, Field(gt=0, lt=100)] | None = Field(
         None, description="Target MACs reduction in percent; the global ratio is searched to within 1 point.")
     params_reduction_pct: Annotated[float, Field(gt=0, lt=100)] | None = Field(
         None, description="Target reduction of conv/linear parameters in percent (PFP's budget), searched like MACs.")
+    latency_target: LatencyTarget | None = Field(
+        None, description="Target measured speedup or latency on a backend ({speedup: 2.0} or {ms: 1.2}); channels "
+        "are allocated on a measured latency model and every candidate is checked by timing the whole graph.")
     layers: list[LayerRule] = Field(default_factory=list, description="Per-layer ratios; the first match wins.")
     layer_ratios: list[Ratio] = Field(
         default_factory=list, description="One removal ratio per conv layer in module order, head excluded (HRank's "
@@ -167,15 +202,16 @@ class PruningConfig(StrictModel):
 
     @model_validator(mode="after")
     def _one_target(self) -> "PruningConfig":
-        given = [n for n in ("ratio", "macs_reduction_pct", "params_reduction_pct") if getattr(self, n) is not None]
+        names = ("ratio", "macs_reduction_pct", "params_reduction_pct", "latency_target")
+        given = [n for n in names if getattr(self, n) is not None]
         if len(given) > 1:
-            raise ValueError(f"give one of ratio, macs_reduction_pct, params_reduction_pct, not {' and '.join(given)}")
+            raise ValueError(f"give one of {', '.join(names)}, not {' and '.join(given)}")
         return self
 
     @property
     def sets_amount(self) -> bool:
         """True when the recipe says how much to prune (else the method must allocate, e.g. a threshold)."""
-        targets = (self.ratio, self.macs_reduction_pct, self.params_reduction_pct)
+        targets = (self.ratio, self.macs_reduction_pct, self.params_reduction_pct, self.latency_target)
         return any(t is not None for t in targets) or bool(self.layers) or bool(self.layer_ratios)
 
 
@@ -261,6 +297,7 @@ class Recipe(StrictModel):
             raise ValueError("profile.backends: tensorrt times the engines of export.tensorrt; set "
                              "export.tensorrt.enabled: true or drop tensorrt from profile.backends")
         self._check_tensorrt_batches()
+        self._check_latency_target()
         for gate in self.gates.max_latency_ms:
             produced = self._gateable(gate.backend)
             if gate.artifact not in produced:
@@ -276,6 +313,32 @@ class Recipe(StrictModel):
                 raise ValueError(f"gates.max_latency_ms: batch {gate.batch} is not profiled; "
                                  f"add it to profile.batch_sizes {list(self.profile.batch_sizes)}")
         return self
+
+    @property
+    def latency_target(self) -> LatencyTarget | None:
+        """``pruning.latency_target`` with its defaults filled in from ``profile`` (backend, batch)."""
+        target = self.pruning.latency_target
+        if target is None:
+            return None
+        return target.model_copy(update={"backend": target.backend or self.profile.backends[0],
+                                         "batch": target.batch or max(self.profile.batch_sizes)})
+
+    def _check_latency_target(self) -> None:
+        target = self.latency_target
+        if target is None:
+            return
+        if not self.profile.enabled or not self.export.onnx:
+            raise ValueError("pruning.latency_target needs profiling and the ONNX export (profile.enabled and "
+                             "export.onnx true): the report must show the speedup measured")
+        if target.backend not in self.profile.backends:
+            raise ValueError(f"pruning.latency_target.backend {target.backend} is not in profile.backends "
+                             f"{self.profile.backends}; add it there so that the result is measured")
+        if target.batch not in self.profile.batch_sizes:
+            raise ValueError(f"pruning.latency_target.batch {target.batch} is not profiled; add it to "
+                             f"profile.batch_sizes {list(self.profile.batch_sizes)}")
+        if target.backend == "tensorrt":
+            raise ValueError("pruning.latency_target.backend tensorrt is not supported yet (every candidate would "
+                             "need an engine build); use onnxruntime-tensorrt, which builds through TensorRT too")
 
     def _gateable(self, backend: str) -> set[str]:
         """The artifacts a latency gate can name on ``backend``, given what this recipe exports."""
