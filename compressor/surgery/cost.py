@@ -11,7 +11,7 @@ against counting the actually pruned model.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
@@ -30,6 +30,7 @@ class _Layer:
     bias: bool
     out_cuts: list  # (group key, multiplicity)
     in_cuts: list
+    shape: dict = field(default_factory=dict)  # what timing the layer alone needs: stride, padding, dilation, in_hw
 
 
 class CostModel:
@@ -38,6 +39,8 @@ class CostModel:
     def __init__(self, layers: dict[str, _Layer], channels: dict[str, int]):
         self._layers = layers
         self._channels = channels
+        self.layers = layers  # name -> geometry and cuts (read by the latency model)
+        self.channels = channels
         self.base_macs = self.macs({})
         self.base_params = self.params({})
 
@@ -105,7 +108,7 @@ def _geometry(model: nn.Module, example: torch.Tensor, dead: frozenset) -> dict[
             earlier.positions += positions
             return
         layers[names[module]] = _Layer(positions, kernel, cin, cout, groups, depthwise,
-                                       module.bias is not None, [], [])
+                                       module.bias is not None, [], [], _shape(module, inputs[0]))
 
     handles = [m.register_forward_hook(hook) for m in names]
     was_training = model.training
@@ -117,3 +120,21 @@ def _geometry(model: nn.Module, example: torch.Tensor, dead: frozenset) -> dict[
         for handle in handles:
             handle.remove()
     return layers
+
+
+def _shape(module: nn.Module, x: torch.Tensor) -> dict:
+    """Stride, padding, dilation, kernel and input size of a conv (a linear layer: a 1x1 conv over its rows)."""
+    if isinstance(module, nn.Linear):
+        rows = x[0].numel() // module.in_features if x.dim() > 1 else 1
+        return {"kind": "linear", "kernel": [1, 1], "stride": [1, 1], "padding": [0, 0, 0, 0], "dilation": [1, 1],
+                "in_hw": [rows, 1]}
+    dims = len(module.kernel_size)
+    kernel, stride, dilation = list(module.kernel_size), list(module.stride), list(module.dilation)
+    if isinstance(module.padding, str):  # "same" / "valid"
+        total = [d * (k - 1) for d, k in zip(dilation, kernel)] if module.padding == "same" else [0] * dims
+        padding = [t // 2 for t in total] + [t - t // 2 for t in total]
+    else:
+        padding = list(module.padding) * 2
+    return {"kind": "convtranspose" if module.transposed else "conv", "kernel": kernel, "stride": stride,
+            "padding": padding, "dilation": dilation, "in_hw": list(x.shape[2:]),
+            "output_padding": list(getattr(module, "output_padding", [0] * dims))}

@@ -59,6 +59,7 @@ class Surgery:
     protected: dict[str, str] = field(default_factory=dict)  # group key -> why removing it would break the model
     compensation: tuple[dict, ...] = field(default=())  # what each carry_out step compensated
     allocation: str = "recipe"  # "recipe" (ratios / target) or "method" (the method decided the counts)
+    latency: dict = field(default_factory=dict)  # pruning.latency_target: target, measured rounds, latency model
 
     @property
     def pruned_groups(self) -> tuple[GroupResult, ...]:
@@ -78,6 +79,7 @@ class Layout:
     plans: list[GroupPlan]
     cost: CostModel  # or a MeasuredCost where the exact model misses the graph's channel-to-MACs mapping
     protected: dict[str, str] = field(default_factory=dict)  # groups left whole because removing them breaks the model
+    exact: CostModel | None = None  # the geometry-based cost model (the latency model reads its layers)
 
 
 def analyse(model: nn.Module, example: torch.Tensor, cfg: PruningConfig) -> Layout:
@@ -87,8 +89,9 @@ def analyse(model: nn.Module, example: torch.Tensor, cfg: PruningConfig) -> Layo
     infos = [info for info, _ in groups]
     plans = group_ratios(infos, cfg, cfg.ratio or 0.0, ratios)
     _check_rules_used(plans, cfg)
-    cost = choose_cost(CostModel.build(model, example, groups, graph), model, example, infos, probe)
-    return Layout(groups, skipped, plans, cost, protected)
+    exact = CostModel.build(model, example, groups, graph)
+    cost = choose_cost(exact, model, example, infos, probe)
+    return Layout(groups, skipped, plans, cost, protected, exact)
 
 
 def layer_ratio_map(model: nn.Module, example: torch.Tensor, cfg: PruningConfig) -> dict[str, float]:
@@ -125,7 +128,7 @@ def preflight(model: nn.Module, input_shape: tuple[int, int, int], cfg: PruningC
     example = example_input(input_shape)
     trial = copy.deepcopy(model).cpu().eval()
     layout = analyse(trial, example, cfg)
-    if not cfg.sets_amount:
+    if not cfg.sets_amount or cfg.latency_target is not None:  # a latency target is searched by measuring
         return None
     plan = plan_counts(layout, cfg)
     first = {p.info.key: torch.arange(p.info.channels, 0, -1).float() for p in layout.plans}  # any order will do
@@ -147,7 +150,9 @@ class Decision:
 
 
 def decide(model: nn.Module, input_shape: tuple[int, int, int], method: PruningMethod, cfg: PruningConfig,
-           ctx=None) -> Decision:
+           ctx=None, oracle=None) -> Decision:
+    """Which channels go. With ``pruning.latency_target``, ``oracle`` (``surgery.latency_search.LatencyOracle``)
+    measures the candidates on the target backend."""
     example = example_input(input_shape, next(model.parameters()).device)
     original = copy.deepcopy(model).eval()
     layout = analyse(model, example, cfg)
@@ -155,30 +160,66 @@ def decide(model: nn.Module, input_shape: tuple[int, int, int], method: PruningM
         if ctx is None:
             raise ValueError(f"method {method.name} needs calibration data")
         method.calibrate(model, [info for info, _ in layout.groups], ctx)
-    space = Space.of(layout.plans, layout.cost, cfg)
-    allocation = method.allocate(space)
-    if allocation is not None:
-        kept = settle(allocation, space)
-        plan, allocated_by = Plan(kept, cfg.ratio or 0.0, (), (), layout.cost.reduction_pct(kept)), "method"
+    if cfg.latency_target is not None:
+        scores, unscored = _score(method, layout.groups)
+        plan, allocated_by = _latency_plan(layout, cfg, method, scores, oracle), "recipe"
     else:
-        plan, allocated_by = plan_counts(layout, cfg), "recipe"
-    scores, unscored = _score(method, layout.groups)
-    chosen = {}
-    for p in layout.plans:
-        key = p.info.key
-        if key in unscored:
-            continue
-        idxs = method.choose(key, scores[key], plan.kept[key], p.info.slices)
-        idxs = select_pruned(scores[key], plan.kept[key], p.info.slices) if idxs is None else idxs
-        idxs = keep_pieces(idxs, scores[key], p.info.pieces)
-        if idxs:
-            chosen[key] = idxs
+        space = Space.of(layout.plans, layout.cost, cfg)
+        allocation = method.allocate(space)
+        if allocation is not None:
+            kept = settle(allocation, space)
+            plan, allocated_by = Plan(kept, cfg.ratio or 0.0, (), (), layout.cost.reduction_pct(kept)), "method"
+        else:
+            plan, allocated_by = plan_counts(layout, cfg), "recipe"
+        scores, unscored = _score(method, layout.groups)
+    chosen = _choose(method, layout, scores, plan.kept)
     broken = {}
     if chosen:  # the method's own channels, which no trial has removed yet
         broken, _, chosen = breaking(model, example, chosen)
     if unscored or broken:
         layout = dataclasses.replace(layout, protected={**layout.protected, **unscored, **broken})
     return Decision(layout, plan, chosen, original, example, allocated_by)
+
+
+def _choose(method: PruningMethod, layout: Layout, scores: dict[str, torch.Tensor], kept: dict[str, int]) -> dict:
+    """Channels to remove per group: the method's choice, else its lowest-scoring ones; every piece keeps one."""
+    chosen = {}
+    for p in layout.plans:
+        key = p.info.key
+        if key not in scores:
+            continue
+        idxs = method.choose(key, scores[key], kept[key], p.info.slices)
+        idxs = select_pruned(scores[key], kept[key], p.info.slices) if idxs is None else idxs
+        idxs = keep_pieces(idxs, scores[key], p.info.pieces)
+        if idxs:
+            chosen[key] = idxs
+    return chosen
+
+
+def _latency_plan(layout: Layout, cfg: PruningConfig, method: PruningMethod, scores: dict, oracle) -> Plan:
+    """The plan whose measured speedup meets ``pruning.latency_target`` (``latency_search``)."""
+    from ..progress import log
+    from .latency_model import LatencyModel, grid
+    from .latency_search import Goal, plan_for_latency
+
+    if oracle is None:
+        raise ValueError("pruning.latency_target needs a latency oracle (stages.latency.WholeGraph)")
+    rounding = Rounding.of(cfg)
+    plans = [p if p.info.key in scores else dataclasses.replace(p, ratio=0.0, fixed=True) for p in layout.plans]
+    ladders = {p.info.key: grid(rounding.ladder(p.info)) for p in plans if not p.fixed}
+    model = LatencyModel(layout.exact, ladders, oracle.layer_ms)
+    table = oracle.describe().get("layer_table", {})
+    log(f"  latency model: {len(ladders)} groups ({len(model.blocks)} timed as blocks) on {oracle.backend}, batch "
+        f"{oracle.batch}; {table.get('measured_now', '?')} graphs timed now, table {table.get('path', '-')}")
+    exact = layout.exact
+    value = {k: (scores[k].tolist(), (exact.base_macs - exact.macs({k: 0})) / exact.base_macs) for k in ladders}
+    found = plan_for_latency(plans, model, rounding, value, oracle, Goal.of(cfg.latency_target),
+                             lambda kept: _choose(method, layout, scores, kept))
+    summary = {"target_speedup": round(found.target, 4), "measured_speedup": round(found.speedup, 4),
+               "backend": oracle.backend, "batch": oracle.batch, "baseline_ms": round(oracle.baseline_ms, 6),
+               "tolerance_pct": cfg.latency_target.tolerance_pct, "rounds": list(found.trials),
+               "model": {**found.model, **oracle.describe()}}
+    return Plan(found.kept, 0.0, (), found.trials, layout.cost.reduction_pct(found.kept), summary)
 
 
 def carry_out(model: nn.Module, decision: Decision, method: PruningMethod, cfg: PruningConfig, ctx=None,
@@ -211,13 +252,14 @@ def summarize(model: nn.Module, decision: Decision, cfg: PruningConfig, history:
                    skipped=decision.layout.skipped, protected=decision.layout.protected,
                    widths=width_table(decision.original, model),
                    global_ratio=decision.plan.ratio, macs_before=before, macs_after=after, search=decision.plan.trials,
-                   compensation=tuple(c.to_json() for c in compensations), allocation=decision.allocation)
+                   compensation=tuple(c.to_json() for c in compensations), allocation=decision.allocation,
+                   latency=decision.plan.latency)
 
 
 def prune(model: nn.Module, input_shape: tuple[int, int, int], method: PruningMethod, cfg: PruningConfig,
-          ctx=None) -> Surgery:
+          ctx=None, oracle=None) -> Surgery:
     """Prune ``model`` in place (one-shot) and return it with everything the report needs."""
-    decision = decide(model, input_shape, method, cfg, ctx)
+    decision = decide(model, input_shape, method, cfg, ctx, oracle)
     history, done = carry_out(model, decision, method, cfg, ctx)
     return summarize(model, decision, cfg, history, [done])
 

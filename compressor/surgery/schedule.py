@@ -62,10 +62,10 @@ def train_with_masks(model: nn.Module, method: TrainingMethod, input_shape: tupl
 
 
 def prune_layerwise(model: nn.Module, input_shape: tuple[int, int, int], method: PruningMethod, cfg: PruningConfig,
-                    ctx: CalibrationContext, trainer: Trainer) -> Surgery:
+                    ctx: CalibrationContext, trainer: Trainer, oracle=None) -> Surgery:
     """HRank's schedule: scores once, then one group at a time in model order, fine-tuning
     ``pruning.layerwise_epochs`` after each (no epoch checkpoints: a killed run repeats the prune stage)."""
-    decision = decide(model, input_shape, method, cfg, ctx)
+    decision = decide(model, input_shape, method, cfg, ctx, oracle)
     order = {name: i for i, (name, _) in enumerate(model.named_modules())}
     keys = sorted(decision.chosen, key=order.get)
     history, done = [], []

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..config import PruningConfig
 from ..errors import SurgeryError
@@ -45,6 +45,7 @@ class Plan:
     moved: tuple[str, ...]  # groups the local search moved off the uniform ratio
     trials: tuple[dict, ...]  # what was evaluated (on the cost model)
     predicted_pct: float  # MACs reduction of ``kept`` according to the cost model
+    latency: dict = field(default_factory=dict)  # pruning.latency_target: what was measured (latency_search)
 
 
 def plan_for_ratio(plans: list[GroupPlan], cost: CostModel, cfg: PruningConfig, ratio: float) -> Plan:
