@@ -69,7 +69,11 @@ def _baseline(run: _Run):
 
 
 def _prune(run: _Run):
-    return stages.prune(run.context, run.model, run.recipe.method, run.recipe.pruning, run.recipe.finetune)
+    recipe = run.recipe
+    latency = None
+    if recipe.latency_target is not None:
+        latency = stages.Latency(recipe.latency_target, recipe.profile, recipe.export.opset)
+    return stages.prune(run.context, run.model, recipe.method, recipe.pruning, recipe.finetune, latency)
 
 
 def _finetune(run: _Run):
@@ -245,10 +249,10 @@ def _finish(run: _Run) -> RunResult:
     layout, found = run.context.layout, run.results
     results = stages.Results(baseline=found["baseline"], pruned=found["prune"], tuned=found["finetune"],
                              exported=found.get("export"), profiled=found.get("profile"))
-    gates = evaluate_gates(run.recipe.gates, run.recipe.export, results)
+    gates = evaluate_gates(run.recipe.gates, run.recipe.export, results, run.recipe.latency_target)
     report = build_report(run.recipe, run.recipe_path, layout, run.context.inputs, results, gates,
                           run.timings)
-    write_report(layout, report)
+    write_report(layout, report, run.recipe.latency_target)
     write_json(layout.status, {"status": "complete", "passed": report["passed"],
                                "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
     return RunResult(out_dir=layout.root, report=report, passed=report["passed"])

@@ -11,9 +11,9 @@ from .export import export
 from .finetune import finetune
 from .load import Context, Inputs, check_dependencies, check_plan, load_inputs
 from .profile import profile
-from .prune import prune
+from .prune import Latency, prune
 from .results import Baseline, Exported, Profiled, Pruned, Results, Tuned, deployables, onnx_exports
 
-__all__ = ["Baseline", "Context", "Exported", "Inputs", "Profiled", "Pruned", "Results", "Tuned", "baseline",
+__all__ = ["Baseline", "Context", "Exported", "Inputs", "Latency", "Profiled", "Pruned", "Results", "Tuned", "baseline",
            "check_dependencies", "check_plan", "deployables", "export", "finetune", "load_inputs", "onnx_exports", "profile",
            "prune"]

@@ -4,11 +4,13 @@ widths and group decisions are written under ``pruned/``."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn as nn
 
 from .._io import write_json
-from ..config import FinetuneConfig, MethodOptions, PruningConfig
+from ..config import FinetuneConfig, LatencyTarget, MethodOptions, ProfileConfig, PruningConfig
 from ..export.artifacts import parity_images
 from ..methods import CalibrationContext, TrainingMethod, build_method
 from ..surgery.schedule import Trainer, prune_layerwise, train_with_masks
@@ -17,10 +19,11 @@ from .results import Pruned
 
 
 def prune(ctx: Context, model: nn.Module, method_cfg: MethodOptions, cfg: PruningConfig,
-          tune: FinetuneConfig) -> Pruned:
+          tune: FinetuneConfig, latency: Latency | None = None) -> Pruned:
     """Prune ``model`` in place. A training-time method first trains with masks (``method.epochs`` with the
     fine-tuning optimizer, resumable per epoch from ``pruned/method.ckpt.pt``); the report then says how far
-    the masked and the physically pruned networks differ (zero up to float rounding)."""
+    the masked and the physically pruned networks differ (zero up to float rounding). ``latency``: the
+    resolved ``pruning.latency_target`` with the profile settings it is measured with."""
     from ..surgery import prune as prune_one_shot
     from ..training import evaluate, recalibrate_batchnorm
 
@@ -33,10 +36,15 @@ def prune(ctx: Context, model: nn.Module, method_cfg: MethodOptions, cfg: Prunin
     masked = None
     if isinstance(method, TrainingMethod):
         masked = train_with_masks(model, method, inputs.input_shape, cfg, trainer, ctx.layout.checkpoint("prune"))
-    if cfg.schedule == "layerwise":
-        surgery = prune_layerwise(model, inputs.input_shape, method, cfg, calibration, trainer)
-    else:
-        surgery = prune_one_shot(model, inputs.input_shape, method, cfg, calibration)
+    oracle = _oracle(model, inputs.input_shape, latency)
+    try:
+        if cfg.schedule == "layerwise":
+            surgery = prune_layerwise(model, inputs.input_shape, method, cfg, calibration, trainer, oracle)
+        else:
+            surgery = prune_one_shot(model, inputs.input_shape, method, cfg, calibration, oracle)
+    finally:
+        if oracle is not None:
+            oracle.close()
     _say_protected(surgery, cfg)
     difference = None if masked is None else _max_difference(masked, model, parity_images(inputs.loaders.calibration, 64))
     bn_images = 0
@@ -51,6 +59,25 @@ def prune(ctx: Context, model: nn.Module, method_cfg: MethodOptions, cfg: Prunin
                                    "skipped": surgery.skipped, "protected": surgery.protected})
     return Pruned(surgery=surgery, retrain_free=retrain_free, bn_images=bn_images, method_details=method.details,
                   masked_vs_pruned=difference)
+
+
+@dataclass(frozen=True)
+class Latency:
+    target: LatencyTarget  # backend and batch resolved (Recipe.latency_target)
+    profile: ProfileConfig
+    opset: int = 18
+
+
+def _oracle(model: nn.Module, input_shape: tuple[int, int, int], latency: Latency | None):
+    if latency is None:
+        return None
+    from ..progress import log
+    from .latency import WholeGraph
+
+    target = latency.target
+    log(f"[prune] latency target: {target.speedup or target.ms}{'x' if target.speedup else ' ms'} on "
+        f"{target.backend}, batch {target.batch}")
+    return WholeGraph(model, input_shape, target, latency.profile, latency.opset)
 
 
 def _say_protected(surgery, cfg: PruningConfig, shown: int = 4) -> None:

@@ -49,6 +49,9 @@ class Pruned:
     def summary(self) -> str:
         s = self.surgery
         how = "counts allocated by the method" if s.allocation == "method" else f"global ratio {s.global_ratio:.3f}"
+        if s.latency:
+            how = (f"latency target {s.latency['target_speedup']:.2f}x: {s.latency['measured_speedup']:.2f}x measured "
+                   f"on {s.latency['backend']}, batch {s.latency['batch']}")
         return (f"{len(s.pruned_groups)} groups pruned ({how}), MACs -{s.macs_reduction_pct:.1f}%, "
                 f"retrain-free top-1 {self.retrain_free.accuracy:.2f}%")
 
