@@ -230,3 +230,8 @@ class RunLayout:
     @property
     def latency_png(self) -> Path:
         return latency_files(self.profile)[1]
+
+    @property
+    def latency_macs_png(self) -> Path:
+        """Latency against MACs of baseline, pruned and the latency target (drawn with the report)."""
+        return self.root / "latency_vs_macs.png"

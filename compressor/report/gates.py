@@ -33,9 +33,16 @@ def gate(name: str, limit: float, value: float | None, passed: bool, detail: str
     return GateResult(name=name, limit=limit, value=value, passed=bool(passed), detail=detail)
 
 
-def evaluate_gates(cfg: GatesConfig, export_cfg: ExportConfig, results: Results) -> list[GateResult]:
+def evaluate_gates(cfg: GatesConfig, export_cfg: ExportConfig, results: Results,
+                   latency_target=None) -> list[GateResult]:
+    """Every configured gate; ``latency_target`` (``Recipe.latency_target``, resolved) adds its own: a recipe
+    that asks for a speedup fails when the final artifacts do not show it."""
+    from .efficiency import latency_target_gate
+
     baseline, tuned, exported = results.baseline, results.tuned, results.exported
     rows = _parity_gates(export_cfg, results)
+    if latency_target is not None:
+        rows.append(latency_target_gate(latency_target, results))
     if cfg.max_accuracy_drop is not None:
         drop = baseline.test.accuracy - tuned.test.accuracy
         rows.append(gate("max_accuracy_drop", cfg.max_accuracy_drop, round(drop, 4), drop <= cfg.max_accuracy_drop,

@@ -76,6 +76,14 @@ def _latency(r: dict) -> str:
                  + table(["artifact", "reference", "backend", "batch", "latency ratio", "speedup",
                           "spread of round ratios"],
                          ratio_rows))
+    if r.get("efficiency"):
+        text += ("\n\nEfficiency = measured speedup / MACs-reduction factor (baseline MACs / pruned MACs, exported "
+                 "graphs): 1.0 when latency fell as much as MACs did.\n\n"
+                 + table(["artifact", "backend", "batch", "speedup", "MACs factor", "efficiency"],
+                         [[e["artifact"], e["backend"], e["batch"], e["speedup"], e["macs_factor"], e["efficiency"]]
+                          for e in r["efficiency"]]))
+    if "latency_macs_plot" in r["artifacts"]:
+        text += f"\n\n![latency against MACs]({r['artifacts']['latency_macs_plot']})"
     if "latency_plot" in r["artifacts"]:
         text += f"\n\n![latency and throughput against batch]({r['artifacts']['latency_plot']})"
     first = r["latency"][0]
@@ -124,6 +132,8 @@ def _pruning(r: dict) -> str:
              *([f"- left whole because removing their channels breaks the model: {len(p['protected'])} groups ("
                 + "; ".join(f"{k}: {v}" for k, v in list(p["protected"].items())[:6])
                 + ("; ..." if len(p["protected"]) > 6 else "") + ")"] if p.get("protected") else [])]
+    if p.get("latency_target"):
+        lines.append(_latency_target(p["latency_target"]))
     if p.get("allocation") == "method":
         lines.append("- channel counts allocated by the method" + (
             " (" + ", ".join(f"{k} {v}" for k, v in p["method_details"].items() if not isinstance(v, dict)) + ")"
@@ -137,6 +147,15 @@ def _pruning(r: dict) -> str:
     if p["bn_recalibration_images"]:
         lines.append(f"- BatchNorm statistics re-estimated on {p['bn_recalibration_images']} calibration images")
     return "## Pruning\n\n" + "\n".join(lines) + "\n\n" + _widths(r)
+
+
+def _latency_target(t: dict) -> str:
+    asked = t["asked"]
+    what = f"{asked['speedup']:g}x" if asked.get("speedup") else f"{asked['ms']:g} ms"
+    rounds = t.get("rounds", [])
+    steps = "; ".join(f"{x['predicted_speedup']:.2f}x predicted, {x['measured_speedup']:.2f}x measured" for x in rounds)
+    return (f"- latency target {what} on {asked['backend']}, batch {asked['batch']} ({asked['allocation']} allocation): "
+            f"{t.get('measured_speedup', 0):.3f}x measured by the search over {len(rounds)} whole-graph rounds ({steps})")
 
 
 def _widths(r: dict) -> str:

@@ -11,6 +11,7 @@ from ..config import SCHEMA_VERSION, ExportConfig, Recipe
 from ..export.deploy import EngineArtifact, VariantArtifact
 from ..export.onnx import parity_limit
 from ..stages import Exported, Inputs, Results
+from .efficiency import efficiency_rows, plot_latency_macs
 from .gates import GateResult, macs_reduction
 from .markdown import render_markdown
 
@@ -48,6 +49,7 @@ def build_report(recipe: Recipe, recipe_path, layout: RunLayout, inputs: Inputs,
         "deploy": _deploy(results),
         "latency": [s.to_json() for s in profiled.stats] if profiled else [],
         "latency_ratios": [r.to_json() for r in profiled.ratios] if profiled else [],
+        "efficiency": efficiency_rows(results, base_cost["macs"], new_cost["macs"]),
         "gates": [g.to_json() for g in gates],
         "passed": all(g.passed for g in gates),
         "timings": {k: round(v, 3) for k, v in timings.items()},
@@ -58,8 +60,12 @@ def build_report(recipe: Recipe, recipe_path, layout: RunLayout, inputs: Inputs,
     return report
 
 
-def write_report(layout: RunLayout, report: dict) -> None:
-    """``report.md`` first, then ``report.json`` (the marker of a finished run)."""
+def write_report(layout: RunLayout, report: dict, latency_target=None) -> None:
+    """The latency-against-MACs plot, ``report.md``, then ``report.json`` (the marker of a finished run)."""
+    if report["latency"]:
+        drawn = plot_latency_macs(report, layout.latency_macs_png, latency_target)
+        if isinstance(drawn, Path):
+            report["artifacts"]["latency_macs_plot"] = drawn.name
     report["artifacts"]["report_md"] = layout.report_md.name
     report["artifacts"]["report_json"] = layout.report_json.name
     write_text(layout.report_md, render_markdown(report))
@@ -86,7 +92,16 @@ def _pruning_section(recipe: Recipe, pruned) -> dict:
             "channels_before": sum(g.channels for g in s.groups), "channels_after": sum(g.kept for g in s.groups),
             "search_trials": len(s.search), "allocation": s.allocation, "schedule": recipe.pruning.schedule,
             "compensation": _compensation(s.compensation), "method_details": pruned.method_details,
-            "masked_vs_pruned_max_abs_diff": pruned.masked_vs_pruned}
+            "masked_vs_pruned_max_abs_diff": pruned.masked_vs_pruned,
+            "latency_target": _latency_target(recipe, s)}
+
+
+def _latency_target(recipe: Recipe, surgery) -> dict | None:
+    """What ``pruning.latency_target`` asked (defaults resolved) and what the search measured."""
+    target = recipe.latency_target
+    if target is None:
+        return None
+    return {"asked": target.model_dump(mode="json"), **surgery.latency}
 
 
 def _compensation(steps: tuple[dict, ...]) -> dict:
