@@ -48,7 +48,7 @@ class Inspection:
     groups: tuple[GroupRow, ...]
     skipped: dict[str, str]  # group key -> why the recipe leaves it alone
     protected: dict[str, str]  # group key -> why removing it would break the model
-    allocation: str  # "recipe" (ratios / target, counts below) or "method" (decided at run time)
+    allocation: str  # "recipe" (ratios / target, counts below), "method" or "latency" (decided at run time)
     cost_model: str  # "exact" or "measured" (trial-pruned copies counted)
     macs_before: int
     params_before: int
@@ -91,11 +91,12 @@ class Inspection:
 
     def summary_lines(self) -> list[str]:
         cost = "exact cost model" if self.cost_model == "exact" else "counted on trial-pruned copies"
-        if self.allocation == "method":
+        if self.allocation in ("method", "latency"):
+            decided = (f"decided by method {self.method} at run time" if self.allocation == "method" else
+                       "searched by measuring at run time")
             return [f"MACs: {_mega(self.macs_before)} M ({MACS_NOTE}); conv/linear params: "
                     f"{_kilo(self.params_before)} k",
-                    f"channel counts: decided by method {self.method} at run time; the groups above are what it "
-                    "may prune", *self.notes]
+                    f"channel counts: {decided}; the groups above are what it may prune", *self.notes]
         reduction = self.reduction_pct or {}
         lines = [f"MACs: {_mega(self.macs_before)} -> {_mega(self.macs_after)} M (-{reduction['macs']:.2f}%; "
                  f"{MACS_NOTE}; {cost})",
@@ -122,6 +123,13 @@ def inspect_recipe(recipe: Recipe) -> Inspection:
                 method=recipe.method.name, residual=cfg.residual, skipped=dict(layout.skipped),
                 protected=dict(layout.protected), cost_model="exact" if getattr(layout.cost, "exact", True) else "measured",
                 macs_before=int(layout.cost.base_macs), params_before=int(layout.cost.base_params))
+    if cfg.latency_target is not None:
+        target = recipe.latency_target
+        note = (f"pruning.latency_target: the counts are searched at run time by timing on {target.backend}, batch "
+                f"{target.batch} ({target.allocation} allocation; per-layer tables cached in "
+                f"{target.cache or 'the default cache'}), then checked on the whole graph")
+        return Inspection(groups=tuple(_row(p, None, p.rule) for p in layout.plans), allocation="latency",
+                          notes=(note,), **base)
     if by_method:
         return Inspection(groups=tuple(_row(p, None, p.rule) for p in layout.plans), allocation="method", **base)
     return _planned(recipe, layout, base)

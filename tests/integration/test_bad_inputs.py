@@ -14,7 +14,8 @@ from compressor.cli import app
 REPO = Path(__file__).resolve().parents[2]
 QUICKSTART = REPO / "recipes" / "quickstart.yaml"
 CHECKPOINT = REPO / "compressor" / "assets" / "quicknet_shapes.pt"
-SMALL = ["data.train.num_images=300", "data.test.num_images=100", "data.val_split=50", "finetune.epochs=0",
+SMALL = ["pruning.latency_target=null", "pruning={macs_reduction_pct: 50, round_to: 8}",
+         "data.train.num_images=300", "data.test.num_images=100", "data.val_split=50", "finetune.epochs=0",
          "profile.enabled=false"]
 
 

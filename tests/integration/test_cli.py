@@ -16,7 +16,8 @@ from compressor.surgery import load_pruned
 
 REPO = Path(__file__).resolve().parents[2]
 QUICKSTART = REPO / "recipes" / "quickstart.yaml"
-SMALL = ["data.train.num_images=1500", "data.test.num_images=300", "data.val_split=200", "data.calibration_images=64",
+SMALL = ["pruning.latency_target=null", "pruning={macs_reduction_pct: 50, round_to: 8}",
+         "data.train.num_images=1500", "data.test.num_images=300", "data.val_split=200", "data.calibration_images=64",
          "finetune.epochs=2", "data.batch_size=32", "profile.batch_sizes=[1, 4]", "profile.iterations=4", "profile.repeats=2",
          "profile.warmup=1", "export.parity_images=8"]
 REPORT_KEYS = {"schema_version", "recipe", "method", "baseline", "pruned", "reduction", "artifacts", "parity",

@@ -16,8 +16,11 @@ QUICKSTART = REPO / "recipes" / "quickstart.yaml"
 GROUPS = {"conv1", "layer1.0.conv1", "layer2.0.conv1", "layer2.0.conv2", "layer3.0.conv1", "layer3.0.conv2"}
 RESIDUAL = {"conv1", "layer2.0.conv2", "layer3.0.conv2"}  # quicknet's three residual streams
 
-def inspect(*args: str, overrides: tuple[str, ...] = ()):
-    sets = [x for o in overrides for x in ("--set", o)]
+MACS = ("pruning.latency_target=null", "pruning={macs_reduction_pct: 50, round_to: 8}")  # quickstart: a latency target
+
+
+def inspect(*args: str, overrides: tuple[str, ...] = (), macs: bool = True):
+    sets = [x for o in (MACS if macs else ()) + tuple(overrides) for x in ("--set", o)]
     return CliRunner().invoke(app, ["inspect", *args, *sets], catch_exceptions=False)
 
 
@@ -75,6 +78,16 @@ def test_a_method_that_decides_the_amount_shows_groups_only(tmp_path):
     assert all(g["kept"] is None for g in found["groups"])
     assert found["macs_after"] is None and found["reduction_pct"] is None and found["target"] is None
     assert found["macs_before"] == 3_392_128
+
+
+def test_a_latency_target_lists_the_groups_and_says_the_counts_are_measured(tmp_path):
+    out = tmp_path / "inspect.json"
+    result = inspect(str(QUICKSTART), "--json", str(out), macs=False)
+    assert result.exit_code == 0, result.output
+    found = json.loads(out.read_text())
+    assert found["allocation"] == "latency" and {g["key"] for g in found["groups"]} == GROUPS
+    assert all(g["kept"] is None for g in found["groups"])
+    assert "timing on onnxruntime-cpu, batch 32" in result.output
 
 
 def test_bad_recipe_exits_2_with_one_error_line(tmp_path):

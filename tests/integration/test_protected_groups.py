@@ -15,7 +15,8 @@ from .user_models import HARDVIEW
 
 REPO = Path(__file__).resolve().parents[2]
 QUICKSTART = REPO / "recipes" / "quickstart.yaml"
-SMALL = ["data.train.num_images=300", "data.test.num_images=100", "data.val_split=50", "finetune.epochs=0",
+SMALL = ["pruning.latency_target=null", "pruning={macs_reduction_pct: 50, round_to: 8}", "data.train.num_images=300",
+         "data.test.num_images=100", "data.val_split=50", "finetune.epochs=0",
          "profile.enabled=false", "model.arch=hardview_net:build", "model.input_shape=[3, 32, 32]",
          "model.checkpoint=null", "pruning.round_to=1", "gates.max_accuracy_drop=null"]
 

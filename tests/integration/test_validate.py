@@ -19,7 +19,8 @@ from compressor.models.cifar_resnet import resnet20
 REPO = Path(__file__).resolve().parents[2]
 QUICKSTART = REPO / "recipes" / "quickstart.yaml"
 CHECKPOINT = REPO / "compressor" / "assets" / "quicknet_shapes.pt"
-SMALL = ["data.train.num_images=300", "data.test.num_images=100", "data.val_split=50", "data.calibration_images=32"]
+SMALL = ["pruning.latency_target=null", "pruning={macs_reduction_pct: 50, round_to: 8}",
+         "data.train.num_images=300", "data.test.num_images=100", "data.val_split=50", "data.calibration_images=32"]
 NO_EXPORT = ["export.onnx=false", "profile.enabled=false"]  # the data and plan cases need no ONNX file
 
 

@@ -35,7 +35,8 @@ def error_of(tmp_path: Path, data: dict, overrides=()) -> str:
 
 def test_quickstart_validates_with_defaults_filled():
     recipe = load_recipe(QUICKSTART)
-    assert recipe.method.name == "l1" and recipe.pruning.macs_reduction_pct == 50
+    assert recipe.method.name == "l1" and recipe.pruning.latency_target.speedup == 1.5
+    assert recipe.latency_target.backend == "onnxruntime-cpu" and recipe.latency_target.batch == 32  # from profile
     assert recipe.finetune.momentum == 0.9  # default from the schema
     assert recipe.data.train.split == "train" and recipe.data.test.split == "test"  # split defaults per use
     assert recipe.model.checkpoint.name == "quicknet_shapes.pt" and recipe.model.checkpoint.is_absolute()
@@ -80,14 +81,14 @@ def test_bad_values_name_the_field(tmp_path, path, value, expect):
 def test_ratio_and_target_are_exclusive_and_one_is_needed(tmp_path):
     data = base()
     data["pruning"]["ratio"] = 0.3
-    assert "not ratio and macs_reduction_pct" in error_of(tmp_path, data)
+    assert "not ratio and latency_target" in error_of(tmp_path, data)
     data["pruning"] = {"residual": "internal"}
     assert "nothing to prune" in error_of(tmp_path, data)
 
 
 def test_negative_ratio_and_ratio_of_one_rejected(tmp_path):
     data = base()
-    del data["pruning"]["macs_reduction_pct"]
+    del data["pruning"]["latency_target"]
     for bad in (-0.1, 1.0):
         data["pruning"]["ratio"] = bad
         assert "pruning.ratio" in error_of(tmp_path, data)
@@ -190,9 +191,9 @@ def test_shipped_recipes_validate():
 
 
 def test_setting_a_section_merges_into_it(tmp_path):
-    recipe = load_recipe(QUICKSTART, ["pruning={macs_reduction_pct: 40}"])
+    recipe = load_recipe(QUICKSTART, ["pruning={latency_target: null, macs_reduction_pct: 40}"])
     assert recipe.pruning.macs_reduction_pct == 40
-    assert recipe.pruning.residual == "coupled" and recipe.pruning.round_to == 8  # kept from the file
+    assert recipe.pruning.residual == "coupled"  # kept from the file
 
 
 def test_an_empty_mapping_resets_a_section():
@@ -256,3 +257,29 @@ def test_a_resolved_recipe_is_read_without_expanding_the_environment(tmp_path, m
     monkeypatch.setenv("COMPRESSOR_TEST_SECRET", "s3cret")
     assert load_recipe(path).model.kwargs["note"] == "s3cret"
     assert load_recipe(path, expand=False).model.kwargs["note"] == "${COMPRESSOR_TEST_SECRET}"
+
+
+@pytest.mark.parametrize("pruning,expect", [
+    ({"latency_target": {}}, "exactly one of speedup"),
+    ({"latency_target": {"speedup": 2, "ms": 1.0}}, "exactly one of speedup"),
+    ({"latency_target": {"speedup": 0.9}}, "pruning.latency_target.speedup"),
+    ({"latency_target": {"speedup": 2}, "macs_reduction_pct": 50}, "not macs_reduction_pct and latency_target"),
+    ({"latency_target": {"speedup": 2, "backend": "torch-cpu"}}, "is not in profile.backends"),
+    ({"latency_target": {"speedup": 2, "batch": 8}}, "batch 8 is not profiled"),
+    ({"latency_target": {"speedup": 2, "allocation": "greedy"}}, "pruning.latency_target.allocation"),
+])
+def test_latency_target_errors_name_the_field(tmp_path, pruning, expect):
+    data = base()
+    data["pruning"] = {"residual": "coupled", **pruning}
+    assert expect in error_of(tmp_path, data)
+
+
+def test_latency_target_needs_profiling_and_defaults_to_the_first_backend_and_largest_batch(tmp_path):
+    data = base()
+    data["profile"]["enabled"] = False
+    assert "needs profiling and the ONNX export" in error_of(tmp_path, data)
+    recipe = load_recipe(QUICKSTART, ["profile.backends=[torch-cpu, onnxruntime-cpu]", "profile.batch_sizes=[4, 2]",
+                                      "pruning.latency_target={speedup: null, ms: 3.5, tolerance_pct: 10}"])
+    target = recipe.latency_target
+    assert (target.backend, target.batch, target.ms, target.tolerance_pct) == ("torch-cpu", 4, 3.5, 10)
+    assert recipe.pruning.latency_target.backend is None  # the recipe as written; Recipe.latency_target resolves

@@ -2,8 +2,8 @@
 
 The fake backend times a layer as its multiply-adds with both channel counts padded up to a multiple of 8
 (blocked kernels: widths 9..16 cost what 16 costs), and the whole graph as a fixed overhead (half the layers'
-time) plus 1.3x the sum of the layers (isolated times that do not add up to the graph's). The search must find fast widths, correct
-the model with the whole-graph measurements until the speedup is within the tolerance, and stop with the best
+time) plus 1.3x the sum of the layers (isolated times that do not add up to the graph's). The search must find
+fast widths, correct the model with the whole-graph measurements until the speedup is within the tolerance, and stop with the best
 reachable speedup when the target is out of reach.
 """
 
@@ -74,7 +74,7 @@ class FakeOracle:
     def _graph(self, kept):
         total = 0.0
         channels = self.exact.channels
-        for name, layer in self.exact.layers.items():
+        for layer in self.exact.layers.values():
             cut = lambda cuts: sum(m * (channels[k] - kept[k]) for k, m in cuts if k in kept)  # noqa: E731
             spec = LayerSpec.of(layer).at(int(layer.cin - cut(layer.in_cuts)), int(layer.cout - cut(layer.out_cuts)))
             total += layer_ms(spec)
