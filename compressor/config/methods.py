@@ -25,6 +25,11 @@ class MethodOptions(StrictModel):
         """True when the method itself decides how many channels go (then the recipe needs no amount)."""
         return False
 
+    @property
+    def trains(self) -> bool:
+        """True for training-time methods (masks or a skeleton learned before surgery)."""
+        return False
+
     @classmethod
     def method_name(cls) -> str:
         """The ``method.name`` this options type stands for (its ``name`` literal)."""
@@ -99,6 +104,10 @@ class _SoftOptions(MethodOptions):
         0.0, description="d0: soft-pruned weights are multiplied by d(e) decaying from d0 (0: zeroed, as SFP).")
     decay_floor: Annotated[float, Field(gt=0)] = Field(1e-5, description="sigma of the decay schedule.")
 
+    @property
+    def trains(self) -> bool:
+        return True
+
 
 class SFPOptions(_SoftOptions):
     name: Literal["sfp"]
@@ -128,6 +137,10 @@ class SWPOptions(MethodOptions):
     @property
     def allocates(self) -> bool:
         """SWP decides what goes (stripes under delta): no ratio or target is needed."""
+        return True
+
+    @property
+    def trains(self) -> bool:
         return True
 
 

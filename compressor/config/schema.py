@@ -336,6 +336,11 @@ class Recipe(StrictModel):
         if target.batch not in self.profile.batch_sizes:
             raise ValueError(f"pruning.latency_target.batch {target.batch} is not profiled; add it to "
                              f"profile.batch_sizes {list(self.profile.batch_sizes)}")
+        if self.method.trains or self.method.allocates:
+            raise ValueError(f"pruning.latency_target: method {self.method.name} decides the channels itself (a "
+                             "training-time method, or an option such as functionality's threshold); use a one-shot "
+                             "criterion (l1, l2, fpgm, hrank, pfp, functionality without threshold) with a latency "
+                             "target, or drop the target")
         if target.backend == "tensorrt":
             raise ValueError("pruning.latency_target.backend tensorrt is not supported yet (every candidate would "
                              "need an engine build); use onnxruntime-tensorrt, which builds through TensorRT too")

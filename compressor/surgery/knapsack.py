@@ -1,15 +1,20 @@
 """Channels by importance per millisecond: a multiple-choice knapsack over the groups (HALP's formulation).
 
-HALP (Shen et al., "Structural Pruning via Latency-Saliency Knapsack", NeurIPS 2022) keeps the channels of
-highest importance under a latency budget, with each layer's latency read from a measured table; it solves
-a knapsack over neurons ranked within each layer. Here every prunable group offers a few *widths* (those its
-measured latency curve makes worth keeping: :func:`fast_widths`), each with the milliseconds it saves and the
-importance it gives up, and :func:`knapsack` picks one width per group so that at least the required
-milliseconds are saved for the least importance lost, exactly (dynamic programming over the saving, cut in
-``bins`` steps: each option's saving is rounded to the nearest step, so the total is off by at most half a step
-per group, 0.3% of the budget for 27 groups; the whole-graph measurement decides anyway). :func:`importance_lost` turns a method's
-channel scores into what a width gives up: ``-log`` of the share of the group's total score its kept channels
-hold (it removes the lowest-scoring ones), so that groups of any width and any criterion compare on one scale.
+HALP (Shen et al., "Structural Pruning via Latency-Saliency Knapsack", NeurIPS 2022,
+https://arxiv.org/abs/2110.10811) keeps the neurons of highest importance under a latency budget, each layer's
+latency read from a table measured on the target device, and solves the knapsack over neurons ranked within
+each layer (greedy, with a layer's cost of a neuron taken at the neighbours' current counts). Where we depart:
+
+- the items are *widths* of a prunable group (a torch-pruning dependency group, several layers), not single
+  neurons, and only those its measured curve makes worth keeping (:func:`fast_widths`);
+- importance is the recipe's criterion (HALP uses Taylor importance, which needs gradients): ``-log`` of the
+  share of the group's total score its kept channels hold (:func:`importance_lost`), weighted by the MACs the
+  group controls, so that groups of any width and any criterion compare on one scale and no group is hollowed
+  out to spare the others;
+- it is solved exactly (dynamic programming over the saving, cut in ``bins`` steps; each option's saving is
+  rounded to the nearest step, so the total is off by at most half a step per group, 0.3% of the budget for 27
+  groups), and the whole-graph measurement of ``latency_search`` corrects the tables' sum, where HALP trusts
+  its lookup table.
 """
 
 from __future__ import annotations

@@ -92,8 +92,10 @@ def plan_for_latency(plans: list[GroupPlan], model: LatencyModel, rounding: Roun
     kept, speedup = search(allocate, measure, target, goal, deepest)
     if abs(speedup / target - 1) > goal.tolerance:
         reachable = max(t["measured_speedup"] for t in trials)
-        if reachable < target * (1 - goal.tolerance):
-            raise SurgeryError(_unreachable(target, reachable, oracle, goal, deepest))
+        if reachable < target * (1 - goal.tolerance):  # a model short of the target fails its gate: stop now
+            bottom = any(t["fraction"] >= deepest - 1e-9 for t in trials)
+            raise SurgeryError(_unreachable(target, reachable, oracle, goal, deepest) if bottom else
+                               _not_reached(target, reachable, oracle, goal, len(trials)))
         log(f"  note: the closest measured speedup, {speedup:.3f}x, is outside {goal.tolerance:.0%} of the target "
             f"{target:.3f}x after {len(trials)} rounds (the width steps are too coarse); raise "
             f"latency_target.rounds or lower round_to")
@@ -206,6 +208,12 @@ def _trial(index: int, fraction: float, kept: dict[str, int], model: LatencyMode
     return {"round": index, "fraction": round(fraction, 6), "predicted_ms": round(model.ms(kept), 6),
             "predicted_speedup": round(model.base_ms / model.ms(kept), 4), "measured_speedup": round(speedup, 4),
             "channels_kept": sum(kept.values())}
+
+
+def _not_reached(target: float, reachable: float, oracle: LatencyOracle, goal: Goal, rounds: int) -> str:
+    return (f"pruning.latency_target: {target:.2f}x on {oracle.backend} at batch {oracle.batch} not reached in "
+            f"{rounds} whole-graph rounds (the fastest candidate measured {reachable:.2f}x); raise "
+            f"pruning.latency_target.rounds (now {goal.rounds}) or lower the target")
 
 
 def _unreachable(target: float, reachable: float, oracle: LatencyOracle, goal: Goal, deepest: float) -> str:

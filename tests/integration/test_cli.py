@@ -93,7 +93,7 @@ def test_validate_ok_and_lists_all_errors(tmp_path):
     ok = invoke("validate", str(QUICKSTART), overrides=[])
     assert ok.exit_code == 0 and ok.output.startswith("ok:")
     bad = tmp_path / "bad.yaml"
-    bad.write_text(QUICKSTART.read_text().replace("epochs: 2", "epochs: -1").replace("lr: 0.02", "lr: fast"))
+    bad.write_text(QUICKSTART.read_text().replace("epochs: 5", "epochs: -1").replace("lr: 0.02", "lr: fast"))
     result = invoke("validate", str(bad), overrides=[])
     assert result.exit_code == 2
     lines = [line for line in result.output.splitlines() if line.startswith("error:")]

@@ -30,16 +30,16 @@ def cache(tmp_path, monkeypatch):
 
 
 def test_the_report_proves_the_target_and_a_second_run_reuses_the_tables(tmp_path, cache):
-    result = run(tmp_path / "first", "pruning.latency_target={speedup: 1.3, rounds: 4}")
+    result = run(tmp_path / "first", "pruning.latency_target={speedup: 1.3, tolerance_pct: 15}")  # plumbing, not precision
     assert result.exit_code in (0, 1), result.output  # 1 only if the profile stage's own timing missed it
     report = json.loads((tmp_path / "first" / "report.json").read_text())
     searched = report["pruning"]["latency_target"]
     assert searched["asked"]["backend"] == "onnxruntime-cpu" and searched["asked"]["batch"] == 8
-    assert 1 <= len(searched["rounds"]) <= 4 and searched["target_speedup"] == 1.3
+    assert 1 <= len(searched["rounds"]) <= 8 and searched["target_speedup"] == 1.3
     assert all(r["measured_speedup"] > 0 for r in searched["rounds"])
     assert searched["model"]["layer_table"]["measured_now"] > 0 and list(cache.glob("onnxruntime-cpu-b8-*.json"))
     (gate,) = [g for g in report["gates"] if g["name"].startswith("latency_target")]
-    assert gate["name"] == "latency_target[speedup 1.3x, onnxruntime-cpu, batch 8]" and gate["limit"] == 1.235
+    assert gate["name"] == "latency_target[speedup 1.3x, onnxruntime-cpu, batch 8]" and gate["limit"] == 1.105
     assert {(e["batch"], e["artifact"]) for e in report["efficiency"]} == {(1, "pruned_onnx"), (8, "pruned_onnx")}
     for e in report["efficiency"]:
         assert e["efficiency"] == pytest.approx(e["speedup"] / e["macs_factor"], abs=1e-3)
@@ -47,7 +47,7 @@ def test_the_report_proves_the_target_and_a_second_run_reuses_the_tables(tmp_pat
     assert (tmp_path / "first" / report["artifacts"]["latency_macs_plot"]).is_file()
     assert "Efficiency = measured speedup" in (tmp_path / "first" / "report.md").read_text()
 
-    again = run(tmp_path / "second", "pruning.latency_target={speedup: 1.3, rounds: 1}")
+    again = run(tmp_path / "second", "pruning.latency_target={speedup: 1.3, tolerance_pct: 15}")
     assert again.exit_code in (0, 1), again.output
     second = json.loads((tmp_path / "second" / "report.json").read_text())
     assert second["pruning"]["latency_target"]["model"]["layer_table"]["measured_now"] == 0  # all from the cache

@@ -105,7 +105,7 @@ def _free_port() -> int:
 
 
 def test_two_process_gloo_run_matches_single_process(tmp_path):
-    sets = ["profile.enabled=false", "export.parity_images=8"]
+    sets = [*FAST[:2], "profile.enabled=false", "export.parity_images=8"]
     probe = tmp_path / "probe.py"
     probe.write_text(RANK_PROBE)
     env = {**os.environ, "CI": "true", "OMP_NUM_THREADS": "1", "RANK_PROBE_DIR": str(tmp_path)}

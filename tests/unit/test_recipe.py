@@ -267,11 +267,19 @@ def test_a_resolved_recipe_is_read_without_expanding_the_environment(tmp_path, m
     ({"latency_target": {"speedup": 2, "backend": "torch-cpu"}}, "is not in profile.backends"),
     ({"latency_target": {"speedup": 2, "batch": 8}}, "batch 8 is not profiled"),
     ({"latency_target": {"speedup": 2, "allocation": "greedy"}}, "pruning.latency_target.allocation"),
+    ({"latency_target": {"speedup": 2, "backend": "tensorrt"}}, "is not in profile.backends"),
 ])
 def test_latency_target_errors_name_the_field(tmp_path, pruning, expect):
     data = base()
     data["pruning"] = {"residual": "coupled", **pruning}
     assert expect in error_of(tmp_path, data)
+
+
+@pytest.mark.parametrize("method", [{"name": "sfp"}, {"name": "swp"}, {"name": "functionality", "threshold": 0.9}])
+def test_latency_target_refuses_methods_that_decide_the_channels(tmp_path, method):
+    data = base()
+    data["method"] = method
+    assert "decides the channels itself" in error_of(tmp_path, data)
 
 
 def test_latency_target_needs_profiling_and_defaults_to_the_first_backend_and_largest_batch(tmp_path):

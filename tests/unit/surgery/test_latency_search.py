@@ -153,3 +153,9 @@ def test_search_stops_when_the_plans_are_coarser_than_the_tolerance():
     kept, speedup = search(allocate, measure, 1.6, goal(speedup=1.6), deepest=0.9)
     assert sorted(calls) == [8, 16]  # each plan measured once, then it stops
     assert kept == {"g": 16} and speedup == 1.2  # the closest (|1.2/1.6 - 1| < |2.4/1.6 - 1|)
+
+
+def test_a_target_not_reached_in_the_rounds_stops_and_says_raise_rounds():
+    layout, model, rounding, value, select = setup()
+    with pytest.raises(SurgeryError, match=r"not reached in 1 whole-graph rounds .* raise pruning.latency_target.rounds"):
+        plan_for_latency(layout.plans, model, rounding, value, FakeOracle(layout), goal(speedup=2.0, rounds=1), select)
