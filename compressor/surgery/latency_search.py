@@ -81,8 +81,10 @@ def plan_for_latency(plans: list[GroupPlan], model: LatencyModel, rounding: Roun
         raise SurgeryError(f"pruning.latency_target.ms {goal.ms}: the unpruned model already runs in "
                            f"{oracle.baseline_ms:.3f} ms on {oracle.backend} at batch {oracle.batch}; nothing to do")
     trials: list[dict] = []
+    measured: set[tuple] = set()
 
     def measure(kept: dict[str, int], fraction: float) -> float:
+        measured.add(_signature(kept))
         speedup = oracle.speedup(select(kept))
         trials.append(_trial(len(trials) + 1, fraction, kept, model, speedup))
         log(f"  latency round {len(trials)}: model {model.base_ms / model.ms(kept):.3f}x, measured {speedup:.3f}x "
@@ -93,7 +95,7 @@ def plan_for_latency(plans: list[GroupPlan], model: LatencyModel, rounding: Roun
     if abs(speedup / target - 1) > goal.tolerance:
         reachable = max(t["measured_speedup"] for t in trials)
         if reachable < target * (1 - goal.tolerance):  # a model short of the target fails its gate: stop now
-            bottom = any(t["fraction"] >= deepest - 1e-9 for t in trials)
+            bottom = _signature(allocate(deepest)) in measured  # the deepest plan was timed
             raise SurgeryError(_unreachable(target, reachable, oracle, goal, deepest) if bottom else
                                _not_reached(target, reachable, oracle, goal, len(trials)))
         log(f"  note: the closest measured speedup, {speedup:.3f}x, is outside {goal.tolerance:.0%} of the target "
