@@ -1,7 +1,7 @@
 """``pruning.latency_target``: the plan whose *measured* speedup on the target backend meets the target.
 
-1. A latency model (:class:`~.latency_model.LatencyModel`): every layer timed alone on the backend over the
-   widths the plan can give it, cached on disk per backend, machine and shape.
+1. A latency model (:class:`~.latency_model.LatencyModel`): each group's channel chain (or its layers) timed
+   on the backend over a grid of its widths, cached on disk per backend, machine and batch.
 2. An allocation for a budget: ``knapsack`` keeps, per group, only the widths the model says are faster than
    every wider one (:func:`~.knapsack.fast_widths`; onnxruntime CPU runs output widths in blocks of 16 here)
    and picks one per group for the least importance lost (the method's scores: l1, fpgm, hrank, pfp,
@@ -11,8 +11,9 @@
    on a copy, exported and timed interleaved with the unpruned graph (the ``LatencyOracle``), and the share of
    the model's latency the next candidate removes is corrected from what was measured (secant between the
    closest candidates on either side of the target once both exist), until a candidate lands within half the
-   tolerance or ``rounds`` are spent (then the closest one). When the deepest plan the groups allow is measured
-   short of the target by more than the tolerance, the search stops with the best reachable speedup.
+   tolerance or ``rounds`` are spent (then the closest one). A search that ends short of the target by more
+   than the tolerance stops the run (a model that misses its latency gate is not worth fine-tuning): with the
+   best reachable speedup when the deepest plan the groups allow was timed, else asking for more rounds.
 """
 
 from __future__ import annotations
