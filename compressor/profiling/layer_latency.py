@@ -17,16 +17,15 @@ import hashlib
 import json
 import os
 import statistics
-import sys
 import tempfile
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .._io import write_json
 from ..environment import available_cores, cpu_name
 from ..progress import track
+from .backends import torch_threads
 
 ROUNDS = 5  # rounds per spec (the median is kept)
 MIN_ROUND_MS = 15.0  # each round times this long at least (more iterations for small layers)
@@ -204,22 +203,6 @@ def _conv_node(spec: LayerSpec, source: str, output: str, prefix: str, inits: li
     return helper.make_node("ConvTranspose" if transposed else "Conv", inputs, [output], **attrs)
 
 
-@contextmanager
-def _torch_threads(threads: int) -> Iterator[None]:
-    """torch's intra-op pool at ``threads`` while timing: its idle workers spin after torch work and take a core
-    from the backend being timed (measured: a ResNet-56 block 40% slower with torch at 2 threads on 2 cores)."""
-    torch = sys.modules.get("torch")
-    if torch is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def default_cache() -> Path:
     """$COMPRESSOR_CACHE/latency, else $XDG_CACHE_HOME/compressor/latency, else ~/.cache/compressor/latency."""
     if os.environ.get("COMPRESSOR_CACHE"):
@@ -247,7 +230,7 @@ class LayerTimer:
         specs = list({s.key: s for s in specs}.values())
         missing = [s for s in specs if s.key not in self.table]
         if missing:
-            with _torch_threads(self.threads):
+            with torch_threads(self.threads):
                 self.table.update(self._time(missing))
             self.measured += len(missing)
             self._write()

@@ -22,7 +22,7 @@ import torch.nn as nn
 
 from ..config import LatencyTarget, ProfileConfig
 from ..errors import ExportError
-from ..profiling.backends import ORT_PROVIDERS, OrtRunner, TorchRunner
+from ..profiling.backends import ORT_PROVIDERS, OrtRunner, TorchRunner, torch_threads
 from ..profiling.latency import latency_ratios, measure
 from ..profiling.layer_latency import LayerTimer, describe
 
@@ -63,12 +63,8 @@ class WholeGraph:
             apply_selection(candidate, example_input(self._shape), chosen)
         self._count += 1
         runner = self._runner(candidate, f"candidate{self._count}")
-        threads = torch.get_num_threads()
-        torch.set_num_threads(self.threads or threads)
-        try:
+        with torch_threads(self.threads):
             stats = measure([self._baseline, runner], [self.batch], WARMUP, self._iterations, self.repeats)
-        finally:
-            torch.set_num_threads(threads)
         return latency_ratios(stats, "baseline")[0].speedup
 
     def describe(self) -> dict:

@@ -4,7 +4,6 @@ same backend (``profiling/plan.py``); ``profile/latency.json`` and ``latency.png
 
 from __future__ import annotations
 
-import torch
 import torch.nn as nn
 
 from ..config import ProfileConfig
@@ -17,17 +16,14 @@ def profile(ctx: Context, cfg: ProfileConfig, baseline: Baseline, exported: Expo
             title: str) -> Profiled:
     """``models``: side (baseline, pruned) -> PyTorch module, for the torch backends. The torch-cpu rows run at
     ``profile.threads``, as onnxruntime does."""
+    from ..profiling.backends import torch_threads
     from ..profiling.latency import measure, write_profile
     from ..profiling.plan import pipeline_ratios, runners
 
     files, engines = _files(baseline, exported)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.threads or threads)
-    try:
+    with torch_threads(cfg.threads):
         stats = measure(runners(cfg, files, engines, models, ctx.inputs.input_shape, ctx.device), cfg.batch_sizes,
                         cfg.warmup, cfg.iterations, cfg.repeats)
-    finally:
-        torch.set_num_threads(threads)
     ratios = pipeline_ratios(stats)
     write_profile(stats, ctx.layout.profile, title=title, ratios=ratios)
     return Profiled(stats=tuple(stats), ratios=tuple(ratios))
