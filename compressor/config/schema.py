@@ -303,16 +303,20 @@ class Recipe(StrictModel):
             if gate.artifact not in produced:
                 raise ValueError(f"gates.max_latency_ms: artifact {gate.artifact} is not measured on {gate.backend} by "
                                  f"this recipe" + did_you_mean(gate.artifact, produced))
-            if gate.backend not in self.profile.backends:
-                raise ValueError(f"gates.max_latency_ms: backend {gate.backend} is not in profile.backends "
-                                 f"{self.profile.backends}; add it there so that it is measured")
-            if not self.export.onnx or not self.profile.enabled:
-                raise ValueError("gates.max_latency_ms needs the ONNX export and profiling (export.onnx and "
-                                 "profile.enabled true) to measure anything")
-            if gate.batch not in self.profile.batch_sizes:
-                raise ValueError(f"gates.max_latency_ms: batch {gate.batch} is not profiled; "
-                                 f"add it to profile.batch_sizes {list(self.profile.batch_sizes)}")
+            self._check_profiled("gates.max_latency_ms", gate.backend, gate.batch)
         return self
+
+    def _check_profiled(self, field: str, backend: str, batch: int) -> None:
+        """A latency figure ``field`` asks for is measured by this recipe: its backend and batch are profiled."""
+        if backend not in self.profile.backends:
+            raise ValueError(f"{field}: backend {backend} is not in profile.backends {self.profile.backends}; add it "
+                             "there so that it is measured")
+        if not self.export.onnx or not self.profile.enabled:
+            raise ValueError(f"{field} needs the ONNX export and profiling (export.onnx and profile.enabled true) to "
+                             "measure anything")
+        if batch not in self.profile.batch_sizes:
+            raise ValueError(f"{field}: batch {batch} is not profiled; add it to profile.batch_sizes "
+                             f"{list(self.profile.batch_sizes)}")
 
     @property
     def latency_target(self) -> LatencyTarget | None:
@@ -327,15 +331,10 @@ class Recipe(StrictModel):
         target = self.latency_target
         if target is None:
             return
-        if not self.profile.enabled or not self.export.onnx:
+        if not self.profile.enabled or not self.export.onnx:  # named first: the default backend is always profiled
             raise ValueError("pruning.latency_target needs profiling and the ONNX export (profile.enabled and "
                              "export.onnx true): the report must show the speedup measured")
-        if target.backend not in self.profile.backends:
-            raise ValueError(f"pruning.latency_target.backend {target.backend} is not in profile.backends "
-                             f"{self.profile.backends}; add it there so that the result is measured")
-        if target.batch not in self.profile.batch_sizes:
-            raise ValueError(f"pruning.latency_target.batch {target.batch} is not profiled; add it to "
-                             f"profile.batch_sizes {list(self.profile.batch_sizes)}")
+        self._check_profiled("pruning.latency_target", target.backend, target.batch)
         if self.method.trains or self.method.allocates:
             raise ValueError(f"pruning.latency_target: method {self.method.name} decides the channels itself (a "
                              "training-time method, or an option such as functionality's threshold); use a one-shot "

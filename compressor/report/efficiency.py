@@ -16,7 +16,8 @@ from ..errors import MissingDependencyError
 from ..stages import Results
 from .gates import GateResult, gate
 
-PLOTTED = (artifacts.PRUNED_ONNX, "pruned_torch")  # the artifacts whose MACs are the pruned model's
+PLOTTED = {artifacts.PRUNED_ONNX: artifacts.BASELINE_ONNX,  # pruned artifact -> its baseline: the ones whose
+           artifacts.PRUNED_TORCH: artifacts.torch_name(artifacts.BASELINE)}  # MACs are the pruned model's
 
 
 def efficiency_rows(results: Results, base_macs: int, pruned_macs: int) -> list[dict]:
@@ -38,7 +39,7 @@ def latency_target_gate(target, results: Results) -> GateResult:
     """``pruning.latency_target`` met on the final artifacts: the profile stage's speedup of the pruned model
     against the baseline (or its median latency, for an ``ms`` target) within ``tolerance_pct`` of the target."""
     tolerance = target.tolerance_pct / 100
-    artifact = artifacts.PRUNED_ONNX if target.backend.startswith("onnxruntime") else "pruned_torch"
+    artifact = artifacts.PRUNED_ONNX if target.backend.startswith("onnxruntime") else artifacts.PRUNED_TORCH
     asked = f"speedup {target.speedup:g}x" if target.speedup is not None else f"{target.ms:g} ms"
     name = f"latency_target[{asked}, {target.backend}, batch {target.batch}]"
     profiled = results.profiled
@@ -106,7 +107,7 @@ def _points(report: dict) -> dict[tuple[str, int], tuple[list, list]]:
     for (artifact, backend, batch), value in p50.items():
         if artifact not in PLOTTED:
             continue
-        base = p50.get((artifact.replace("pruned", "baseline", 1), backend, batch))
+        base = p50.get((PLOTTED[artifact], backend, batch))
         if base is not None:
             out[(backend, batch)] = (macs, [base, value])
     return out
