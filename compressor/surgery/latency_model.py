@@ -75,6 +75,12 @@ class LatencyModel:
         self.curves = {key: self._curve(key, ladders[key], requests[key], measured) for key in ladders}
         self._full = {key: self.curves[key].at(cost.channels[key]) for key in ladders}
 
+    @classmethod
+    def of_plans(cls, cost: CostModel, plans, rounding, time: Callable[[Iterable], dict]) -> LatencyModel:
+        """The model a latency-target search uses: every group a plan may scale (not ``fixed``), on the
+        :func:`grid` of its allowed widths (``rounding``: ``plan.Rounding``)."""
+        return cls(cost, {p.info.key: grid(rounding.ladder(p.info)) for p in plans if not p.fixed}, time)
+
     def ms(self, kept: dict[str, int]) -> float:
         return self.base_ms + sum(self.curves[k].at(w) - self._full[k] for k, w in kept.items() if k in self.curves)
 

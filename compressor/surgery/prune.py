@@ -199,20 +199,19 @@ def _choose(method: PruningMethod, layout: Layout, scores: dict[str, torch.Tenso
 def _latency_plan(layout: Layout, cfg: PruningConfig, method: PruningMethod, scores: dict, oracle) -> Plan:
     """The plan whose measured speedup meets ``pruning.latency_target`` (``latency_search``)."""
     from ..progress import log
-    from .latency_model import LatencyModel, grid
+    from .latency_model import LatencyModel
     from .latency_search import Goal, plan_for_latency
 
     if oracle is None:
         raise ValueError("pruning.latency_target needs a latency oracle (stages.latency.WholeGraph)")
     rounding = Rounding.of(cfg)
     plans = [p if p.info.key in scores else dataclasses.replace(p, ratio=0.0, fixed=True) for p in layout.plans]
-    ladders = {p.info.key: grid(rounding.ladder(p.info)) for p in plans if not p.fixed}
-    model = LatencyModel(layout.exact, ladders, oracle.layer_ms)
+    model = LatencyModel.of_plans(layout.exact, plans, rounding, oracle.layer_ms)
     table = oracle.describe().get("layer_table", {})
-    log(f"  latency model: {len(ladders)} groups ({len(model.blocks)} timed as blocks) on {oracle.backend}, batch "
+    log(f"  latency model: {len(model.curves)} groups ({len(model.blocks)} timed as blocks) on {oracle.backend}, batch "
         f"{oracle.batch}; {table.get('measured_now', '?')} graphs timed now, table {table.get('path', '-')}")
     exact = layout.exact
-    value = {k: (scores[k].tolist(), (exact.base_macs - exact.macs({k: 0})) / exact.base_macs) for k in ladders}
+    value = {k: (scores[k].tolist(), (exact.base_macs - exact.macs({k: 0})) / exact.base_macs) for k in model.curves}
     found = plan_for_latency(plans, model, rounding, value, oracle, Goal.of(cfg.latency_target),
                              lambda kept: _choose(method, layout, scores, kept))
     summary = {"target_speedup": round(found.target, 4), "measured_speedup": round(found.speedup, 4),

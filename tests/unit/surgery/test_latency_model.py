@@ -19,8 +19,7 @@ from .test_latency_search import fake_time
 def model_of(net, residual="internal", shape=(3, 32, 32)):
     cfg = PruningConfig(residual=residual, ratio=0.1)
     layout = analyse(net.eval(), torch.randn(1, *shape), cfg)
-    ladders = {p.info.key: grid(Rounding.of(cfg).ladder(p.info)) for p in layout.plans}
-    return layout, LatencyModel(layout.exact, ladders, fake_time)
+    return layout, LatencyModel.of_plans(layout.exact, layout.plans, Rounding.of(cfg), fake_time)
 
 
 def test_a_residual_block_inner_group_is_timed_as_its_two_convs():

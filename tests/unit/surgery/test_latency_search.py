@@ -18,7 +18,7 @@ from compressor.config import LatencyTarget, PruningConfig
 from compressor.errors import SurgeryError
 from compressor.models.cifar_resnet import resnet20
 from compressor.profiling.layer_latency import BlockSpec, LayerSpec, out_hw
-from compressor.surgery.latency_model import LatencyModel, grid
+from compressor.surgery.latency_model import LatencyModel
 from compressor.surgery.latency_search import Goal, plan_for_latency, search
 from compressor.surgery.plan import Rounding, spread_channels
 from compressor.surgery.prune import analyse
@@ -86,8 +86,7 @@ def setup(residual: str = "internal"):
     cfg = PruningConfig(residual=residual, ratio=0.1)
     layout = analyse(model, torch.randn(1, 3, 32, 32), cfg)
     rounding = Rounding.of(cfg)
-    ladders = {p.info.key: grid(rounding.ladder(p.info)) for p in layout.plans}
-    model_ = LatencyModel(layout.exact, ladders, fake_time)
+    model_ = LatencyModel.of_plans(layout.exact, layout.plans, rounding, fake_time)
     value = {p.info.key: ([1.0] * p.info.channels, 1.0) for p in layout.plans}
     select = lambda kept: {p.info.key: spread_channels(p.info, kept[p.info.key])  # noqa: E731
                            for p in layout.plans if kept[p.info.key] < p.info.channels}
