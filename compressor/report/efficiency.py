@@ -1,5 +1,5 @@
-"""How much of the MACs reduction became speed: the efficiency figure, the latency-target gate, and the
-latency-against-MACs plot of ``report.md``.
+"""How much of the MACs reduction became speed: the efficiency figure and the latency-against-MACs plot of
+``report.md`` (the latency target's gate is in ``gates.py``).
 
 efficiency = measured speedup / MACs-reduction factor, where the factor is baseline MACs / pruned MACs (both
 counted on the exported graphs) and the speedup is the side-by-side ratio the profile stage measured for a
@@ -14,7 +14,6 @@ from pathlib import Path
 from .. import artifacts
 from ..errors import MissingDependencyError
 from ..stages import Results
-from .gates import GateResult, gate
 
 PLOTTED = {artifacts.PRUNED_ONNX: artifacts.BASELINE_ONNX,  # pruned artifact -> its baseline: the ones whose
            artifacts.PRUNED_TORCH: artifacts.torch_name(artifacts.BASELINE)}  # MACs are the pruned model's
@@ -33,31 +32,6 @@ def efficiency_rows(results: Results, base_macs: int, pruned_macs: int) -> list[
                      "batch": ratio.batch, "speedup": round(ratio.speedup, 4), "macs_factor": round(factor, 4),
                      "efficiency": round(ratio.speedup / factor, 4)})
     return rows
-
-
-def latency_target_gate(target, results: Results) -> GateResult:
-    """``pruning.latency_target`` met on the final artifacts: the profile stage's speedup of the pruned model
-    against the baseline (or its median latency, for an ``ms`` target) within ``tolerance_pct`` of the target."""
-    tolerance = target.tolerance_pct / 100
-    artifact = artifacts.PRUNED_ONNX if target.backend.startswith("onnxruntime") else artifacts.PRUNED_TORCH
-    asked = f"speedup {target.speedup:g}x" if target.speedup is not None else f"{target.ms:g} ms"
-    name = f"latency_target[{asked}, {target.backend}, batch {target.batch}]"
-    profiled = results.profiled
-    if target.speedup is not None:
-        limit = target.speedup * (1 - tolerance)
-        for r in profiled.ratios if profiled else ():
-            if r.artifact == artifact and r.backend == target.backend and r.batch == target.batch:
-                return gate(name, round(limit, 4), round(r.speedup, 4), r.speedup >= limit,
-                            f"{artifact} against its baseline, side by side in the profile stage (median of round "
-                            f"ratios, spread {r.spread:.1%}); at least the target minus {target.tolerance_pct:g}%")
-    else:
-        limit = target.ms * (1 + tolerance)
-        for s in profiled.stats if profiled else ():
-            if s.artifact == artifact and s.backend == target.backend and s.batch == target.batch:
-                return gate(name, round(limit, 4), round(s.p50_ms, 4), s.p50_ms <= limit,
-                            f"median latency of {artifact} in the profile stage; at most the target plus "
-                            f"{target.tolerance_pct:g}%")
-    return gate(name, 0.0, None, False, f"not measured: no {artifact} figure on {target.backend} at batch {target.batch}")
 
 
 def plot_latency_macs(report: dict, path: Path, target=None) -> Path | str:

@@ -37,8 +37,6 @@ def evaluate_gates(cfg: GatesConfig, export_cfg: ExportConfig, results: Results,
                    latency_target=None) -> list[GateResult]:
     """Every configured gate; ``latency_target`` (``Recipe.latency_target``, resolved) adds its own: a recipe
     that asks for a speedup fails when the final artifacts do not show it."""
-    from .efficiency import latency_target_gate
-
     baseline, tuned, exported = results.baseline, results.tuned, results.exported
     rows = _parity_gates(export_cfg, results)
     if latency_target is not None:
@@ -85,6 +83,31 @@ def _parity_gates(export_cfg: ExportConfig, results: Results) -> list[GateResult
                          f"{scale:.4g} = {limit:.4g}, on the logits of {export_cfg.parity_images} images "
                          f"({artifact.exporter} exporter)"))
     return rows
+
+
+def latency_target_gate(target, results: Results) -> GateResult:
+    """``pruning.latency_target`` met on the final artifacts: the profile stage's speedup of the pruned model
+    against the baseline (or its median latency, for an ``ms`` target) within ``tolerance_pct`` of the target."""
+    tolerance = target.tolerance_pct / 100
+    artifact = artifacts.PRUNED_ONNX if target.backend.startswith("onnxruntime") else artifacts.PRUNED_TORCH
+    asked = f"speedup {target.speedup:g}x" if target.speedup is not None else f"{target.ms:g} ms"
+    name = f"latency_target[{asked}, {target.backend}, batch {target.batch}]"
+    profiled = results.profiled
+    if target.speedup is not None:
+        limit = target.speedup * (1 - tolerance)
+        for r in profiled.ratios if profiled else ():
+            if r.artifact == artifact and r.backend == target.backend and r.batch == target.batch:
+                return gate(name, round(limit, 4), round(r.speedup, 4), r.speedup >= limit,
+                            f"{artifact} against its baseline, side by side in the profile stage (median of round "
+                            f"ratios, spread {r.spread:.1%}); at least the target minus {target.tolerance_pct:g}%")
+    else:
+        limit = target.ms * (1 + tolerance)
+        for s in profiled.stats if profiled else ():
+            if s.artifact == artifact and s.backend == target.backend and s.batch == target.batch:
+                return gate(name, round(limit, 4), round(s.p50_ms, 4), s.p50_ms <= limit,
+                            f"median latency of {artifact} in the profile stage; at most the target plus "
+                            f"{target.tolerance_pct:g}%")
+    return gate(name, 0.0, None, False, f"not measured: no {artifact} figure on {target.backend} at batch {target.batch}")
 
 
 def _latency_gate(limit: LatencyGate, profiled: Profiled | None) -> GateResult:
