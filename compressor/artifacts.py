@@ -107,6 +107,7 @@ def default_profile_folder(files: Iterable[Path]) -> Path:
 # ------------------------------------------------------------------------------------------ run folder
 RESOLVED_RECIPE = "recipe.resolved.yaml"
 STAGES_DIR = ".stages"
+DEVICES_DIR = "device"
 HISTORY_FILE = "pruning_history.json"
 STATE_FILE = "model.pt"
 _CHECKPOINTS = {"prune": "method.ckpt.pt", "finetune": "finetune.ckpt.pt"}  # a training stage's epoch state
@@ -230,6 +231,14 @@ class RunLayout:
     @property
     def latency_png(self) -> Path:
         return latency_files(self.profile)[1]
+
+    @property
+    def devices(self) -> Path:
+        """``device/``: one folder per target device measured by ``compress deploy``."""
+        return self.root / DEVICES_DIR
+
+    def device(self, name: str) -> Path:
+        return self.devices / name
 
     @property
     def latency_macs_png(self) -> Path:

@@ -14,6 +14,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from .cli_deploy import deploy
 from .errors import CompressorError, UsageError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -21,6 +22,20 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 RecipeArg = Annotated[Path, typer.Argument(help="Recipe YAML file.", show_default=False)]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a recipe field: key.path=value (repeatable).")]
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"compressor {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                                   help="Print compressor's version and exit.")] = False) -> None:
+    """Prune a trained CNN, fine-tune, export to ONNX, profile, and gate the result."""
 
 
 @contextmanager
@@ -331,6 +346,9 @@ def _print_summary(report: dict, out_dir: Path) -> None:
                            escape(g["detail"]))
         console.print(failed)
     console.print(f"report: {RunLayout(out_dir).report_md}")
+
+
+app.command()(deploy)
 
 
 def main() -> None:

@@ -107,7 +107,7 @@ def describe(device, recipe_path: Path | None) -> dict:
         "device": str(device),
         "cuda_device": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
         "torch_threads": torch.get_num_threads(),
-        "compressor": _compressor_version(),
+        "compressor": compressor_version(),
         "packages": package_versions(),
     }
     return info
@@ -119,7 +119,7 @@ def package_versions() -> dict:
 
     found = {}
     for name in ("torch", "torch-pruning", "numpy", "onnx", "onnxscript", "onnxruntime", "onnxruntime-gpu",
-                 "tensorrt", "pydantic", "typer"):
+                 "tensorrt", "openvino", "pydantic", "typer"):
         try:
             found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -127,7 +127,7 @@ def package_versions() -> dict:
     return found
 
 
-def _compressor_version() -> dict:
+def compressor_version() -> dict:
     from . import __version__
 
     root = Path(__file__).resolve().parents[1]

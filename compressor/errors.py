@@ -63,6 +63,10 @@ class UsageError(CompressorError):
     """The command line combines options that do not go together."""
 
 
+class DeviceError(CompressorError):
+    """A target device cannot be reached or used as asked (``compress deploy --remote``)."""
+
+
 class TrainingError(CompressorError):
     """Training cannot go on (e.g. the loss became NaN); the message says where and what to change."""
 

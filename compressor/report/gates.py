@@ -40,7 +40,7 @@ def evaluate_gates(cfg: GatesConfig, export_cfg: ExportConfig, results: Results,
     baseline, tuned, exported = results.baseline, results.tuned, results.exported
     rows = _parity_gates(export_cfg, results)
     if latency_target is not None:
-        rows.append(latency_target_gate(latency_target, results))
+        rows.append(latency_target_gate(latency_target, results.profiled))
     if cfg.max_accuracy_drop is not None:
         drop = baseline.test.accuracy - tuned.test.accuracy
         rows.append(gate("max_accuracy_drop", cfg.max_accuracy_drop, round(drop, 4), drop <= cfg.max_accuracy_drop,
@@ -51,7 +51,7 @@ def evaluate_gates(cfg: GatesConfig, export_cfg: ExportConfig, results: Results,
         rows.append(gate("min_macs_reduction_pct", cfg.min_macs_reduction_pct, round(value, 3),
                          value >= cfg.min_macs_reduction_pct, f"MACs counted on {source}"))
     for limit in cfg.max_latency_ms:
-        rows.append(_latency_gate(limit, results.profiled))
+        rows.append(latency_gate(limit, results.profiled))
     if cfg.max_variant_accuracy_drop is not None:
         for precision, variant in (exported.variants if exported is not None else {}).items():
             drop = tuned.test.accuracy - variant.accuracy
@@ -85,32 +85,32 @@ def _parity_gates(export_cfg: ExportConfig, results: Results) -> list[GateResult
     return rows
 
 
-def latency_target_gate(target, results: Results) -> GateResult:
-    """``pruning.latency_target`` met on the final artifacts: the profile stage's speedup of the pruned model
-    against the baseline (or its median latency, for an ``ms`` target) within ``tolerance_pct`` of the target."""
+def latency_target_gate(target, profiled: Profiled | None, where: str = "in the profile stage") -> GateResult:
+    """``pruning.latency_target`` met on the final artifacts: the measured speedup of the pruned model against
+    the baseline (or its median latency, for an ``ms`` target) within ``tolerance_pct`` of the target.
+    ``profiled``: the run's profile stage, or a device's measurement (``compress deploy``)."""
     tolerance = target.tolerance_pct / 100
     artifact = artifacts.PRUNED_ONNX if target.backend.startswith("onnxruntime") else artifacts.PRUNED_TORCH
     asked = f"speedup {target.speedup:g}x" if target.speedup is not None else f"{target.ms:g} ms"
     name = f"latency_target[{asked}, {target.backend}, batch {target.batch}]"
-    profiled = results.profiled
     if target.speedup is not None:
         limit = target.speedup * (1 - tolerance)
         for r in profiled.ratios if profiled else ():
             if r.artifact == artifact and r.backend == target.backend and r.batch == target.batch:
                 return gate(name, round(limit, 4), round(r.speedup, 4), r.speedup >= limit,
-                            f"{artifact} against its baseline, side by side in the profile stage (median of round "
+                            f"{artifact} against its baseline, side by side {where} (median of round "
                             f"ratios, spread {r.spread:.1%}); at least the target minus {target.tolerance_pct:g}%")
     else:
         limit = target.ms * (1 + tolerance)
         for s in profiled.stats if profiled else ():
             if s.artifact == artifact and s.backend == target.backend and s.batch == target.batch:
                 return gate(name, round(limit, 4), round(s.p50_ms, 4), s.p50_ms <= limit,
-                            f"median latency of {artifact} in the profile stage; at most the target plus "
+                            f"median latency of {artifact} {where}; at most the target plus "
                             f"{target.tolerance_pct:g}%")
     return gate(name, 0.0, None, False, f"not measured: no {artifact} figure on {target.backend} at batch {target.batch}")
 
 
-def _latency_gate(limit: LatencyGate, profiled: Profiled | None) -> GateResult:
+def latency_gate(limit: LatencyGate, profiled: Profiled | None) -> GateResult:
     """The median of the per-round medians (rounds interleaved with the other artifacts) against the limit;
     the detail says how much the rounds disagreed and flags a verdict that lies inside that noise."""
     which = "" if limit.artifact == artifacts.PRUNED_ONNX else f"{limit.artifact}, "

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from .devices import devices_section
+
 
 def render_markdown(report: dict) -> str:
-    parts = [_header(report), _results(report), _gates(report), _latency(report), _deploy(report), _stripe(report),
-             _pruning(report),
-             _finetune(report), _artifacts(report), _timings(report)]
+    parts = [_header(report), _results(report), _gates(report), _latency(report), _deploy(report), devices_section(report),
+             _stripe(report), _pruning(report), _finetune(report), _artifacts(report), _timings(report)]
     return "\n\n".join(p for p in parts if p) + "\n"
 
 

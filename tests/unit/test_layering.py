@@ -23,8 +23,8 @@ LAYERS: list[set[str]] = [  # bottom first; names are units: a top-level module 
     {"training", "surgery", "export", "profiling"},
     {"stages"},
     {"report"},
-    {"ledger", "pipeline"},
-    {"cli", "__main__"},
+    {"ledger", "pipeline", "device"},
+    {"cli", "cli_deploy", "__main__"},
 ]
 RANK = {unit: i for i, layer in enumerate(LAYERS) for unit in layer}
 
