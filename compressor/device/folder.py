@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import artifacts
@@ -22,20 +22,31 @@ OVERRIDABLE = ("gates.", "profile.", "export.tensorrt.")
 ONNX_NAMES = (artifacts.BASELINE_ONNX, artifacts.PRUNED_ONNX, artifacts.STRIPE_ONNX)
 
 
+TORCH_BACKENDS = ("torch-cpu", "torch-cuda", "torch-cuda-graph")
+
+
 @dataclass(frozen=True)
 class FinishedRun:
     layout: RunLayout
-    recipe: object            # config.Recipe, with the deploy's --set applied
+    recipe: object            # config.Recipe as the device sees it (see open_run)
     report: dict
     files: dict[str, Path]    # artifact name -> ONNX file (FP32 exports and precision variants)
+    backends: tuple[str, ...] = ()             # what the device measures
+    skipped: dict = field(default_factory=dict)  # the run's backends left out -> why
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
         return tuple(self.report["model"]["input_shape"])  # type: ignore[return-value]
 
 
-def open_run(run_dir: Path, overrides: list[str] | tuple[str, ...] = ()) -> FinishedRun:
-    """The finished run in ``run_dir``; one clear line (exit 2) when it is not one, or a file is missing."""
+def open_run(run_dir: Path, overrides: list[str] | tuple[str, ...] = (), backends: tuple[str, ...] = ()) -> FinishedRun:
+    """The finished run in ``run_dir``; one clear line (exit 2) when it is not one, or a file is missing.
+
+    ``backends`` (``--backend``; default: the run's ``profile.backends`` that time files) are what the device
+    measures. The device's recipe is the run's with those backends added to ``profile.backends`` (so that a
+    ``--set`` gate may name them while the run's own gates stay valid), ``export.tensorrt.enabled`` where the
+    device builds engines, then the user's ``--set``.
+    """
     from ..config import load_recipe
 
     layout = RunLayout(Path(run_dir))
@@ -50,9 +61,34 @@ def open_run(run_dir: Path, overrides: list[str] | tuple[str, ...] = ()) -> Fini
         if not item.startswith(OVERRIDABLE):
             raise UsageError(f"compress deploy --set {item!r}: only gates.*, profile.* and export.tensorrt.* can change "
                              "on a device (the model, its ONNX files and its accuracy are the run's)")
-    recipe = load_recipe(layout.resolved_recipe, list(overrides), expand=False)
+    base = load_recipe(layout.resolved_recipe, [], expand=False)
+    chosen, skipped = device_backends(base.profile.backends, backends)
+    device = [f"profile.backends=[{', '.join(dict.fromkeys([*base.profile.backends, *chosen]))}]"]
+    device += ["export.tensorrt.enabled=true"] if "tensorrt" in chosen else []
+    recipe = load_recipe(layout.resolved_recipe, [*device, *overrides], expand=False)
     report = _read_report(layout)
-    return FinishedRun(layout=layout, recipe=recipe, report=report, files=_onnx_files(layout, report))
+    return FinishedRun(layout=layout, recipe=recipe, report=report, files=_onnx_files(layout, report),
+                       backends=tuple(chosen), skipped=skipped)
+
+
+def device_backends(recipe_backends, asked: tuple[str, ...]) -> tuple[list[str], dict[str, str]]:
+    """(backends to measure on the device, the recipe's backends left out -> why)."""
+    from ..profiling.backends import check_backend_name
+
+    if asked:
+        for name in asked:
+            check_backend_name(name)
+            if name in TORCH_BACKENDS:
+                raise UsageError(f"--backend {name}: deploy times the run's exported files; the PyTorch module stays "
+                                 "with the run (use onnxruntime-*, openvino-cpu or tensorrt)")
+        return list(dict.fromkeys(asked)), {}
+    chosen = [b for b in recipe_backends if b not in TORCH_BACKENDS]
+    skipped = {b: "times the PyTorch module, which stays with the run host" for b in recipe_backends
+               if b in TORCH_BACKENDS}
+    if not chosen:
+        raise UsageError(f"the recipe profiles only {', '.join(skipped)}, which time the PyTorch module; name the "
+                         "device's backends with --backend (e.g. --backend onnxruntime-cpu)")
+    return chosen, skipped
 
 
 def check_device_name(name: str) -> str:

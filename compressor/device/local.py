@@ -7,9 +7,9 @@ looks complete):
 1. Reads the finished run (``folder.py``): its resolved recipe (``--set gates.*`` / ``profile.*`` /
    ``export.tensorrt.*`` applied),
    its report and its ONNX files. No checkpoint, data or model code is needed on the device.
-2. Picks the backends: ``--backend`` when given, else the recipe's ``profile.backends`` that time files (the
-   torch backends time the PyTorch module, which stays with the run host). Each must be usable here,
-   or the deploy stops with exit 2 and the reason.
+2. Picks the backends (``folder.device_backends``): ``--backend`` when given, else the recipe's
+   ``profile.backends`` that time files (the torch backends time the PyTorch module, which stays with the
+   run host). Each must be usable here, or the deploy stops with exit 2 and the reason.
 3. ``tensorrt``: builds the engines the recipe asks for (``export.tensorrt.precisions``) on
    this GPU and TensorRT version (``engines.py``), because an engine only loads where it was built.
 4. Parity on this device (``parity.py``): each FP32 graph on each accelerated backend against onnxruntime
@@ -28,10 +28,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import UsageError
 from .folder import FinishedRun, check_device_name, default_device_name, open_run
-
-TORCH_BACKENDS = ("torch-cpu", "torch-cuda", "torch-cuda-graph")
 
 
 @dataclass(frozen=True)
@@ -56,9 +53,9 @@ def deploy(run_dir: Path, options: DeployOptions = DeployOptions()) -> DeviceRes
     """Deploy the finished run in ``run_dir`` on this machine (see the module docstring)."""
     from .record import record_device
 
-    run = open_run(run_dir, options.overrides)
+    run = open_run(run_dir, options.overrides, options.backends)
     name = check_device_name(options.name or default_device_name())
-    backends, skipped = device_backends(run, options.backends)
+    backends, skipped = list(run.backends), run.skipped
     check_backends(backends)
     _say(run, name, backends, skipped)
     staging = run.layout.devices / f".{name}.partial"
@@ -81,26 +78,6 @@ def _say(run: FinishedRun, name: str, backends: list[str], skipped: dict[str, st
     left = f"; left out {', '.join(skipped)} ({next(iter(skipped.values()))})" if skipped else ""
     log(f"compress deploy {run.layout.root} on {name}: {len(run.files)} files ({', '.join(run.files)}) on "
         f"{', '.join(backends)}{left}")
-
-
-def device_backends(run: FinishedRun, asked: tuple[str, ...]) -> tuple[list[str], dict[str, str]]:
-    """(backends to measure here, backends of the recipe left out -> why)."""
-    from ..profiling.backends import check_backend_name
-
-    if asked:
-        for name in asked:
-            check_backend_name(name)
-            if name in TORCH_BACKENDS:
-                raise UsageError(f"--backend {name}: deploy times the run's exported files; the PyTorch module stays "
-                                 "with the run (use onnxruntime-*, openvino-cpu or tensorrt)")
-        return list(dict.fromkeys(asked)), {}
-    chosen = [b for b in run.recipe.profile.backends if b not in TORCH_BACKENDS]
-    skipped = {b: "times the PyTorch module, which stays with the run host" for b in run.recipe.profile.backends
-               if b in TORCH_BACKENDS}
-    if not chosen:
-        raise UsageError(f"the recipe profiles only {', '.join(skipped)}, which time the PyTorch module; name the "
-                         "device's backends with --backend (e.g. --backend onnxruntime-cpu)")
-    return chosen, skipped
 
 
 def check_backends(backends: list[str]) -> None:

@@ -49,7 +49,7 @@ class Remote:
 def deploy_remote(run_dir: Path, options: DeployOptions, remote: Remote) -> DeviceResult:
     from .record import record_device
 
-    run = open_run(run_dir, options.overrides)  # a bad folder or --set stops here, before any connection
+    run = open_run(run_dir, options.overrides, options.backends)  # a bad folder or --set stops here, before ssh
     ssh = Ssh(remote)
     ssh.check_compressor()
     workdir = ssh.output("mktemp -d -t compressor-deploy.XXXXXX", "make a work folder").strip()
