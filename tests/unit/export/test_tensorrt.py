@@ -1,9 +1,10 @@
 """TensorRT: version parsing, the per-major-version build plan, lazy import, and the build flow.
 
-TensorRT cannot run on the CPU machines: the build flow is exercised against ``FakeTensorRT``, a stand-in
-with the few API members ``build_engine`` uses (as documented for TensorRT 10 and 11). It proves our logic
-(flags, profile, timing cache, log, errors), not TensorRT's. The tests marked ``gpu`` and ``tensorrt``
-build and run real engines and skip, with a reason, where TensorRT or a CUDA device is missing.
+Building an engine needs a GPU, so the build flow is exercised against ``FakeTensorRT``, a stand-in with the
+few API members ``build_engine`` uses. It proves our logic (flags, profile, timing cache, log, errors), not
+TensorRT's; ``test_tensorrt_bindings.py`` checks its names, and every TensorRT name, signature and enum value
+our code uses, against the real 10.x and 11.x bindings. The tests marked ``gpu`` and ``tensorrt`` build and
+run real engines and skip, with a reason, where TensorRT or a CUDA device is missing.
 """
 
 from __future__ import annotations
