@@ -147,7 +147,7 @@ def build_engine(onnx_path: Path, engine_path: Path, plan: BuildPlan, log_path: 
     logger = _recording_logger(trt)
     start = time.perf_counter()
     try:
-        builder = trt.Builder(logger)
+        builder = _builder(trt, logger)
         network = builder.create_network(_network_flags(trt, plan))
         _parse(trt, network, logger, onnx_path)
         _check_variant(trt, network, plan, onnx_path)
@@ -181,6 +181,25 @@ def _import_trt(what: str):
         raise ExportError(f"{what}: TensorRT {trt.__version__} is installed; compressor needs 10.x or 11.x "
                           "(pip install 'compressor[trt]')")
     return trt
+
+
+def _builder(trt, logger):
+    try:
+        return trt.Builder(logger)
+    except TypeError as exc:  # pybind11: "factory function returned nullptr"
+        raise _no_cuda_error(trt, "trt.Builder", exc, logger) from None
+
+
+def _no_cuda_error(trt, factory: str, exc: TypeError, logger) -> Exception:
+    """The ExportError for ``factory`` returning no object: TensorRT could not initialise CUDA. Other
+    TypeErrors are bugs and are returned as they are."""
+    if "nullptr" not in str(exc):
+        return exc
+    said = f"; TensorRT said: {logger.last_error()}" if logger.last_error() else ""
+    return ExportError(f"TensorRT {trt.__version__} could not initialise CUDA ({factory} returned no object{said}): "
+                       "no usable NVIDIA GPU or driver here; check that nvidia-smi lists a GPU, that the driver is "
+                       "recent enough for this TensorRT's CUDA, and that CUDA_VISIBLE_DEVICES (docker: --gpus) "
+                       "exposes it")
 
 
 def _recording_logger(trt) -> Any:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ExportError
-from .tensorrt import _import_trt, _recording_logger
+from .tensorrt import _import_trt, _no_cuda_error, _recording_logger
 
 if TYPE_CHECKING:
     import numpy as np
@@ -113,7 +113,7 @@ class _EngineSession:
         if not path.is_file():
             raise ExportError(f"TensorRT engine not found: {path}")
         logger = _recording_logger(trt)
-        runtime = trt.Runtime(logger)
+        runtime = _runtime(trt, logger)
         engine = runtime.deserialize_cuda_engine(path.read_bytes())
         if engine is None:
             raise ExportError(f"TensorRT {trt.__version__} cannot load {path}: {logger.last_error() or 'unknown error'} "
@@ -147,6 +147,13 @@ class _EngineSession:
     def execute(self, stream) -> None:
         if not self.context.execute_async_v3(stream.cuda_stream):
             raise ExportError(f"TensorRT execute_async_v3 failed: {self.logger.last_error() or 'unknown error'}")
+
+
+def _runtime(trt, logger):
+    try:
+        return trt.Runtime(logger)
+    except TypeError as exc:  # pybind11: "factory function returned nullptr"
+        raise _no_cuda_error(trt, "trt.Runtime", exc, logger) from None
 
 
 def _cuda_device():

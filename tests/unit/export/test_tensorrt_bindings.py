@@ -323,3 +323,14 @@ def test_the_recording_logger_subclasses_the_real_ilogger(real):
 def test_the_bindings_with_their_libraries_are_found(real):
     assert real.flow["import"] == {"value": real.version}
     assert real.flow["available"] == {"value": real.version} and real.flow["require"] == {"value": real.version}
+
+
+@pytest.mark.parametrize("step", ["build", "run"])
+def test_tensorrt_that_cannot_initialise_cuda_is_one_clear_error(real, step):
+    outcome = real.flow[step]  # trt.Builder / trt.Runtime -> TypeError: factory function returned nullptr
+    assert outcome.get("error") == "ExportError", outcome
+    message = outcome["message"]
+    assert "\n" not in message and f"TensorRT {real.version} could not initialise CUDA" in message
+    assert "nvidia-smi" in message and "driver" in message, message
+    if step == "build":
+        assert real.flow["build_log"] is not None  # the log is written, as for any failed build
