@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._io import write_atomic, write_text
-from ..errors import ExportError, MissingDependencyError, did_you_mean
+from ..errors import CompressorError, ExportError, MissingDependencyError, did_you_mean
 from .onnx import INPUT_NAME, _first_line
 
 if TYPE_CHECKING:
@@ -48,6 +48,7 @@ PRECISIONS = ("fp32", "fp16", "int8")
 SUPPORTED_MAJORS = (10, 11)
 INSTALL_HINT = "or use the TensorRT image built from docker/Dockerfile.gpu"
 _VERSION = re.compile(r"^\s*(\d+)\.\d+")
+_MISSING_LIBRARY = re.compile(r"(lib[\w.+-]+?\.so(?:\.\d+)*): cannot open shared object file")
 
 
 @dataclass(frozen=True)
@@ -84,12 +85,23 @@ class EngineInfo:
 
 
 def tensorrt_available() -> str | None:
-    """The installed TensorRT version, or None when ``import tensorrt`` fails."""
+    """The installed TensorRT version, or None when ``import tensorrt`` fails: not installed, or installed
+    without its libraries (:func:`tensorrt_problem` says which)."""
     try:
         import tensorrt
     except Exception:  # noqa: BLE001 - ImportError, or OSError from a wheel without its CUDA libraries
         return None
     return str(getattr(tensorrt, "__version__", "")) or None
+
+
+def tensorrt_problem(what: str = "TensorRT") -> str | None:
+    """None when a supported TensorRT imports, else why not in one line with the fix: not installed, installed
+    but missing its libraries (named), or too old. Says nothing about the GPU (TensorRT initialises CUDA later)."""
+    try:
+        _import_trt(what)
+    except CompressorError as exc:
+        return str(exc)
+    return None
 
 
 def require_tensorrt(what: str = "building TensorRT engines") -> str:
@@ -172,15 +184,42 @@ def build_engine(onnx_path: Path, engine_path: Path, plan: BuildPlan, log_path: 
 def _import_trt(what: str):
     try:
         import tensorrt as trt
-    except ImportError:
-        raise MissingDependencyError(what, "tensorrt", extra="trt", hint=INSTALL_HINT) from None
-    except Exception as exc:  # noqa: BLE001 - e.g. OSError: libnvinfer.so not found
-        raise ExportError(f"{what}: tensorrt is installed but cannot be loaded: {_first_line(exc)} "
-                          f"(check the CUDA libraries, {INSTALL_HINT})") from None
+    except ModuleNotFoundError as exc:
+        if exc.name == "tensorrt":
+            raise MissingDependencyError(what, "tensorrt", extra="trt", hint=INSTALL_HINT) from None
+        raise ExportError(_unloadable(what, exc)) from None  # e.g. the metapackage without tensorrt_bindings
+    except Exception as exc:  # noqa: BLE001 - ImportError / OSError: the bindings are there, a library is not
+        raise ExportError(_unloadable(what, exc)) from None
     if major_version(trt.__version__) < SUPPORTED_MAJORS[0]:
         raise ExportError(f"{what}: TensorRT {trt.__version__} is installed; compressor needs 10.x or 11.x "
                           "(pip install 'compressor[trt]')")
     return trt
+
+
+def _unloadable(what: str, exc: BaseException) -> str:
+    """Why the installed tensorrt package does not import: the library it cannot find, and how to get it."""
+    reason, libs = _first_line(exc), _libs_package()
+    missing = _MISSING_LIBRARY.search(reason)
+    if missing:
+        return (f"{what}: the tensorrt Python package is installed but its library {missing.group(1)} is missing "
+                f"(run: pip install {libs}; {INSTALL_HINT}; or add the folder holding {missing.group(1)} to "
+                "LD_LIBRARY_PATH)")
+    return (f"{what}: the tensorrt Python package is installed but cannot be loaded: {reason} (the TensorRT "
+            f"libraries must match the bindings: pip install {libs}, check LD_LIBRARY_PATH; {INSTALL_HINT})")
+
+
+def _libs_package() -> str:
+    """The libraries wheel matching the installed bindings wheel (``tensorrt-cu12-libs==10.3.0``), else its name."""
+    from importlib import metadata
+
+    for dist in metadata.packages_distributions().get("tensorrt_bindings", []):
+        name = re.sub(r"[-_.]+", "-", dist).lower()
+        if name.endswith("-bindings"):
+            try:
+                return f"{name.removesuffix('bindings')}libs=={metadata.version(dist)}"
+            except metadata.PackageNotFoundError:
+                continue
+    return "tensorrt-cu12-libs"
 
 
 def _builder(trt, logger):

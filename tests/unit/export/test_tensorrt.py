@@ -94,6 +94,7 @@ def test_require_tensorrt_names_the_install(monkeypatch):
     message = str(info.value)
     assert "pip install 'compressor[trt]'" in message and "docker/Dockerfile.gpu" in message
     assert "\n" not in message
+    assert trt_export.tensorrt_problem("building TensorRT engines") == message
 
 
 def test_require_tensorrt_rejects_old_versions(monkeypatch):
@@ -101,6 +102,7 @@ def test_require_tensorrt_rejects_old_versions(monkeypatch):
     assert trt_export.tensorrt_available() == "8.6.1"
     with pytest.raises(ExportError, match=r"TensorRT 8\.6\.1 is installed; compressor needs 10\.x or 11\.x"):
         trt_export.require_tensorrt()
+    assert "TensorRT 8.6.1 is installed" in trt_export.tensorrt_problem()
 
 
 def test_importing_the_module_does_not_import_tensorrt(tmp_path):

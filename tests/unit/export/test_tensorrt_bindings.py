@@ -323,6 +323,7 @@ def test_the_recording_logger_subclasses_the_real_ilogger(real):
 def test_the_bindings_with_their_libraries_are_found(real):
     assert real.flow["import"] == {"value": real.version}
     assert real.flow["available"] == {"value": real.version} and real.flow["require"] == {"value": real.version}
+    assert real.flow["problem"] == {"value": None}
 
 
 @pytest.mark.parametrize("step", ["build", "run"])
@@ -334,3 +335,20 @@ def test_tensorrt_that_cannot_initialise_cuda_is_one_clear_error(real, step):
     assert "nvidia-smi" in message and "driver" in message, message
     if step == "build":
         assert real.flow["build_log"] is not None  # the log is written, as for any failed build
+
+
+def test_bindings_without_their_libraries_name_the_missing_library(real):
+    reason = real.bare["import"].get("message", "")
+    if "error" not in real.bare["import"]:
+        pytest.skip("TensorRT libraries are installed on this machine: the bindings load without the stand-in")
+    library = reason.split(":")[0]
+    assert re.fullmatch(rf"lib\w+\.so\.{real.major}", library), reason
+    assert real.bare["available"] == {"value": None}
+    problem = real.bare["problem"]["value"]
+    assert "installed" in problem and "not installed" not in problem and library in problem, problem
+    for step in ("require", "build", "run"):
+        outcome = real.bare[step]
+        assert outcome["error"] == "ExportError" and "MissingDependencyError" not in outcome["classes"], outcome
+        message = outcome["message"]
+        assert "\n" not in message and "not installed" not in message and library in message, message
+        assert f"tensorrt-cu12-libs=={real.version}" in message and "LD_LIBRARY_PATH" in message, message
