@@ -7,7 +7,7 @@ between major versions, so it is tested without TensorRT:
 ==========  ==========================================  =========================================
 precision   TensorRT 10 (weak typing, JetPack 6)        TensorRT 11 (always strongly typed)
 ==========  ==========================================  =========================================
-fp32        fp32 ONNX, no flag                          fp32 ONNX, STRONGLY_TYPED
+fp32        fp32 ONNX, TF32 cleared                     fp32 ONNX, STRONGLY_TYPED, TF32 cleared
 fp16        fp32 ONNX, BuilderFlag.FP16                 fp16 ONNX (``precision.to_fp16``), STRONGLY_TYPED
 int8        QDQ ONNX, BuilderFlag.INT8 (no calibrator)  QDQ ONNX (``precision.to_int8_qdq``), STRONGLY_TYPED
 ==========  ==========================================  =========================================
@@ -19,6 +19,9 @@ Facts from the TensorRT documentation (10.x Python API, 10.x -> 11.x migration g
   typing. ``NetworkDefinitionCreationFlag.STRONGLY_TYPED`` is kept but deprecated and ignored (every network is
   strongly typed); ``EXPLICIT_BATCH`` is gone. On 10.x, STRONGLY_TYPED must be asked for; we keep 10.x weakly
   typed so that the FP16/INT8 flags mean what they say.
+- ``BuilderFlag.TF32`` is set by default on both: convolutions and matrix products of an "fp32" engine would
+  round their inputs to 10-bit mantissas on Ampere and later GPUs. fp32 plans clear it; fp16 and int8 plans
+  keep it for the layers left in float32.
 - Common to both: ``Builder.create_network(flags)``, ``OnnxParser.parse_from_file`` with ``num_errors`` /
   ``get_error(i)`` (``desc()``, ``node()``, ``node_name()``, ``node_operator()``), optimization profiles,
   ``config.set_memory_pool_limit(MemoryPoolType.WORKSPACE, bytes)``, ``config.create_timing_cache(bytes)`` /
@@ -66,6 +69,7 @@ class BuildPlan:
     max_shape: tuple[int, int, int, int]
     timing_cache: Path | None = None
     input_name: str = INPUT_NAME
+    cleared_flags: tuple[str, ...] = ()  # trt.BuilderFlag members to clear: TF32 (on by default) for fp32
 
     @property
     def strongly_typed(self) -> bool:
@@ -145,7 +149,8 @@ def builder_plan(major: int, precision: str, workspace_mb: int = 1024, min_batch
     return BuildPlan(trt_major=int(major), precision=precision, onnx_variant=variant, builder_flags=flags,
                      network_flags=network, workspace_mb=int(workspace_mb), min_shape=(lo, c, h, w),
                      opt_shape=(opt, c, h, w), max_shape=(hi, c, h, w),
-                     timing_cache=Path(timing_cache) if timing_cache else None)
+                     timing_cache=Path(timing_cache) if timing_cache else None,
+                     cleared_flags=("TF32",) if precision == "fp32" else ())
 
 
 def build_engine(onnx_path: Path, engine_path: Path, plan: BuildPlan, log_path: Path) -> EngineInfo:
@@ -312,18 +317,26 @@ def _builder_config(trt, builder, network, plan: BuildPlan):
         raise ExportError(f"the ONNX graph has no input '{plan.input_name}'" + did_you_mean(plan.input_name, inputs))
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, plan.workspace_mb << 20)
-    for name in plan.builder_flags:
-        member = getattr(trt.BuilderFlag, name, None)
-        if member is None:
-            raise ExportError(f"TensorRT {trt.__version__} has no BuilderFlag.{name} (removed in TensorRT 11: use "
-                              "the fp16 / QDQ ONNX variant and a plan made by builder_plan(11, ...))")
-        config.set_flag(member)
+    _set_flags(trt, config, plan)
     profile = builder.create_optimization_profile()
     profile.set_shape(plan.input_name, plan.min_shape, plan.opt_shape, plan.max_shape)
     config.add_optimization_profile(profile)
     if plan.timing_cache is not None:
         _attach_timing_cache(config, plan.timing_cache)
     return config
+
+
+def _set_flags(trt, config, plan: BuildPlan) -> None:
+    for name in plan.builder_flags:
+        member = getattr(trt.BuilderFlag, name, None)
+        if member is None:
+            raise ExportError(f"TensorRT {trt.__version__} has no BuilderFlag.{name} (removed in TensorRT 11: use "
+                              "the fp16 / QDQ ONNX variant and a plan made by builder_plan(11, ...))")
+        config.set_flag(member)
+    for name in plan.cleared_flags:
+        member = getattr(trt.BuilderFlag, name, None)
+        if member is not None:  # a TensorRT without the flag cannot have it on
+            config.clear_flag(member)
 
 
 def _attach_timing_cache(config, path: Path) -> None:

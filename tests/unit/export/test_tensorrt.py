@@ -63,6 +63,7 @@ def test_builder_plan_per_major_version(major, precision, variant, flags, networ
     assert (plan.onnx_variant, plan.builder_flags, plan.network_flags) == (variant, flags, network)
     assert plan.strongly_typed == (major >= 11)
     assert plan.precision == precision and plan.trt_major == major
+    assert plan.cleared_flags == (("TF32",) if precision == "fp32" else ())  # TensorRT sets TF32 by default
 
 
 def test_builder_plan_profile_workspace_and_cache(tmp_path):
@@ -182,13 +183,16 @@ class FakeTensorRT(types.ModuleType):
 
 class FakeConfig:
     def __init__(self, fake):
-        self.fake, self.flags, self.cache = fake, set(), None
+        self.fake, self.flags, self.cache = fake, {"TF32"}, None  # TensorRT's default: TF32 on
 
     def set_memory_pool_limit(self, pool, size):
         self.fake.calls.append(("workspace", size))
 
     def set_flag(self, flag):
         self.flags.add(flag.name)
+
+    def clear_flag(self, flag):
+        self.flags.discard(flag.name)
 
     def add_optimization_profile(self, profile):
         self.fake.calls.append(("profile",))
@@ -250,11 +254,12 @@ def fake_trt(monkeypatch):
 
 
 @pytest.mark.parametrize(("version", "precision", "flags", "network_bits"), [
-    ("10.3.0", "fp32", "[]", 0),
-    ("10.3.0", "fp16", "['FP16']", 0),
-    ("10.3.0", "int8", "['INT8']", 0),
-    ("11.0.0", "fp16", "[]", 1),
-    ("11.0.0", "int8", "[]", 1),
+    ("10.3.0", "fp32", "[]", 0),  # TF32 cleared: an fp32 engine computes in fp32
+    ("10.3.0", "fp16", "['FP16', 'TF32']", 0),
+    ("10.3.0", "int8", "['INT8', 'TF32']", 0),
+    ("11.0.0", "fp32", "[]", 1),
+    ("11.0.0", "fp16", "['TF32']", 1),
+    ("11.0.0", "int8", "['TF32']", 1),
 ])
 def test_build_engine_sets_what_the_plan_says(fake_trt, variants, tmp_path, version, precision, flags, network_bits):
     fake = fake_trt(version)

@@ -287,9 +287,10 @@ def test_build_plans_name_real_flags(real):
     flags, network = real.members("BuilderFlag"), real.members("NetworkDefinitionCreationFlag")
     for precision in PRECISIONS:
         plan = builder_plan(real.major, precision)
-        assert set(plan.builder_flags) <= set(flags), (precision, sorted(flags))
+        assert set(plan.builder_flags) | set(plan.cleared_flags) <= set(flags), (precision, sorted(flags))
         assert set(plan.network_flags) <= set(network), (precision, sorted(network))
     assert ("FP16" in flags, "INT8" in flags) == (real.major == 10, real.major == 10)  # gone in TensorRT 11
+    assert builder_plan(real.major, "fp32").cleared_flags == ("TF32",)  # TF32 is on by default on both majors
 
 
 def test_enum_values_we_depend_on(real):
