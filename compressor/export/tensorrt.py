@@ -25,7 +25,8 @@ Facts from the TensorRT documentation (10.x Python API, 10.x -> 11.x migration g
 - Common to both: ``Builder.create_network(flags)``, ``OnnxParser.parse_from_file`` with ``num_errors`` /
   ``get_error(i)`` (``desc()``, ``node()``, ``node_name()``, ``node_operator()``), optimization profiles,
   ``config.set_memory_pool_limit(MemoryPoolType.WORKSPACE, bytes)``, ``config.create_timing_cache(bytes)`` /
-  ``set_timing_cache(cache, ignore_mismatch)`` / ``get_timing_cache().serialize()``,
+  ``set_timing_cache(cache, ignore_mismatch)`` (False for a cache of another version or GPU: we start afresh) /
+  ``get_timing_cache().serialize()`` (the cache may be None: then no file is written),
   ``build_serialized_network`` (returns ``None`` on failure, the reason goes to the logger), and the name-based
   runtime API: ``set_input_shape``, ``set_tensor_address``, ``execute_async_v3(stream_handle)``.
 - A Python ``trt.ILogger`` subclass must call ``trt.ILogger.__init__(self)`` and stay referenced for as long
@@ -85,7 +86,8 @@ class EngineInfo:
     build_seconds: float
     size_bytes: int
     log_path: Path
-    timing_cache: Path | None
+    timing_cache: Path | None  # the cache file written after the build (None: none asked, or TensorRT gave none)
+    timing_cache_status: str = ""  # reused | new | replaced (the file was rejected: built with a fresh cache)
 
 
 def tensorrt_available() -> str | None:
@@ -168,21 +170,19 @@ def build_engine(onnx_path: Path, engine_path: Path, plan: BuildPlan, log_path: 
         network = builder.create_network(_network_flags(trt, plan))
         _parse(trt, network, logger, onnx_path)
         _check_variant(trt, network, plan, onnx_path)
-        config = _builder_config(trt, builder, network, plan)
+        config, cache_status = _builder_config(trt, builder, network, plan, logger)
         serialized = builder.build_serialized_network(network, config)
         seconds = time.perf_counter() - start
+        if serialized is None:
+            raise ExportError(f"TensorRT {trt.__version__} could not build {onnx_path} ({plan.precision}): "
+                              f"{logger.last_error() or 'no error message'} (build log: {log_path})")
+        write_atomic(engine_path, lambda tmp: tmp.write_bytes(memoryview(serialized)))
+        cache = _save_timing_cache(config, plan.timing_cache, logger) if plan.timing_cache else None
     finally:
         write_text(log_path, "\n".join(logger.records) + "\n")
-    if serialized is None:
-        raise ExportError(f"TensorRT {trt.__version__} could not build {onnx_path} ({plan.precision}): "
-                          f"{logger.last_error() or 'no error message'} (build log: {log_path})")
-    write_atomic(engine_path, lambda tmp: tmp.write_bytes(memoryview(serialized)))
-    if plan.timing_cache is not None:
-        cache = config.get_timing_cache()
-        write_atomic(plan.timing_cache, lambda tmp: tmp.write_bytes(memoryview(cache.serialize())))
     return EngineInfo(path=engine_path, tensorrt_version=str(trt.__version__), precision=plan.precision,
                       onnx_variant=plan.onnx_variant, build_seconds=seconds, size_bytes=engine_path.stat().st_size,
-                      log_path=log_path, timing_cache=plan.timing_cache)
+                      log_path=log_path, timing_cache=cache, timing_cache_status=cache_status)
 
 
 # ------------------------------------------------------------------------------------------ internals
@@ -267,6 +267,10 @@ def _recording_logger(trt) -> Any:
         def last_error(self) -> str:
             return self.errors[-1] if self.errors else ""
 
+        def note(self, msg: str) -> None:
+            """A line of ours in the log (not TensorRT's)."""
+            self.records.append(f"[compressor] {msg}")
+
     return RecordingLogger()
 
 
@@ -311,7 +315,8 @@ def _check_variant(trt, network, plan: BuildPlan, onnx_path: Path) -> None:
                           f"{plan.trt_major} parses the {plan.onnx_variant} variant (see compressor.export.precision)")
 
 
-def _builder_config(trt, builder, network, plan: BuildPlan):
+def _builder_config(trt, builder, network, plan: BuildPlan, logger) -> tuple[Any, str]:
+    """The builder config of ``plan`` and what became of its timing cache ("" when the plan has none)."""
     inputs = [network.get_input(i).name for i in range(network.num_inputs)]
     if plan.input_name not in inputs:
         raise ExportError(f"the ONNX graph has no input '{plan.input_name}'" + did_you_mean(plan.input_name, inputs))
@@ -321,9 +326,8 @@ def _builder_config(trt, builder, network, plan: BuildPlan):
     profile = builder.create_optimization_profile()
     profile.set_shape(plan.input_name, plan.min_shape, plan.opt_shape, plan.max_shape)
     config.add_optimization_profile(profile)
-    if plan.timing_cache is not None:
-        _attach_timing_cache(config, plan.timing_cache)
-    return config
+    status = _attach_timing_cache(trt, config, plan.timing_cache, logger) if plan.timing_cache else ""
+    return config, status
 
 
 def _set_flags(trt, config, plan: BuildPlan) -> None:
@@ -339,17 +343,35 @@ def _set_flags(trt, config, plan: BuildPlan) -> None:
             config.clear_flag(member)
 
 
-def _attach_timing_cache(config, path: Path) -> None:
-    """Load the cache file when present (a stale or foreign one is replaced by an empty cache)."""
+def _attach_timing_cache(trt, config, path: Path, logger) -> str:
+    """Use the cache file when TensorRT accepts it ("reused"), else a fresh cache ("new", or "replaced" when the
+    file was rejected: made by another TensorRT version or GPU, or damaged; the build log says so)."""
     data = path.read_bytes() if path.is_file() else b""
+    if data and _use_timing_cache(config, data):
+        return "reused"
+    if not _use_timing_cache(config, b""):
+        logger.note("TensorRT did not take a fresh timing cache: building without one")
+    if data:
+        logger.note(f"timing cache {path} was rejected by TensorRT {trt.__version__} (made by another TensorRT "
+                    "version or GPU, or damaged): built with a fresh cache, which replaces the file")
+        return "replaced"
+    return "new"
+
+
+def _use_timing_cache(config, data: bytes) -> bool:
     try:
         cache = config.create_timing_cache(data)
-    except Exception:  # noqa: BLE001 - unreadable cache file: start afresh, it is rewritten after the build
-        cache = None
-    if cache is None and data:
-        cache = config.create_timing_cache(b"")
-    if cache is not None:
-        config.set_timing_cache(cache, ignore_mismatch=False)
+    except Exception:  # noqa: BLE001 - an unreadable cache file is like a rejected one
+        return False
+    return cache is not None and bool(config.set_timing_cache(cache, ignore_mismatch=False))
+
+
+def _save_timing_cache(config, path: Path, logger) -> Path | None:
+    cache = config.get_timing_cache()
+    if cache is None:
+        logger.note(f"TensorRT returned no timing cache after the build: {path} is not written")
+        return None
+    return write_atomic(path, lambda tmp: tmp.write_bytes(memoryview(cache.serialize())))
 
 
 def _call(obj, method: str) -> Any:

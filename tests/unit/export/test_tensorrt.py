@@ -10,6 +10,7 @@ run real engines and skip, with a reason, where TensorRT or a CUDA device is mis
 from __future__ import annotations
 
 import enum
+import re
 import subprocess
 import sys
 import types
@@ -118,11 +119,13 @@ def test_importing_the_module_does_not_import_tensorrt(tmp_path):
 class FakeTensorRT(types.ModuleType):
     """The members of the tensorrt module that build_engine touches; records what it was asked to do."""
 
-    def __init__(self, version: str, unsupported: tuple[str, ...] = (), build_fails: bool = False):
+    def __init__(self, version: str, unsupported: tuple[str, ...] = (), build_fails: bool = False,
+                 rejected_cache: bytes | None = None, no_cache_after_build: bool = False):
         super().__init__("tensorrt")
         self.__version__ = version
         self.calls: list = []
         self.unsupported, self.build_fails = unsupported, build_fails
+        self.rejected_cache, self.no_cache_after_build = rejected_cache, no_cache_after_build
         major = int(version.split(".")[0])
         builder_flags = ["TF32", "DEBUG"] + (["FP16", "INT8"] if major < 11 else [])
         self.BuilderFlag = enum.IntEnum("BuilderFlag", builder_flags, start=0)
@@ -199,13 +202,16 @@ class FakeConfig:
 
     def create_timing_cache(self, data):
         self.fake.calls.append(("cache_loaded", bytes(data)))
-        return types.SimpleNamespace(serialize=lambda: bytes(data) + b"+new")
+        return types.SimpleNamespace(data=bytes(data), serialize=lambda: bytes(data) + b"+new")
 
     def set_timing_cache(self, cache, ignore_mismatch):
+        if cache.data == self.fake.rejected_cache:  # TensorRT: made by another version or GPU
+            return False
         self.cache = cache
+        return True
 
     def get_timing_cache(self):
-        return self.cache
+        return None if self.fake.no_cache_after_build else self.cache
 
 
 class FakeLayer:
@@ -273,6 +279,7 @@ def test_build_engine_sets_what_the_plan_says(fake_trt, variants, tmp_path, vers
     assert info.size_bytes == len(b"ENGINE:" + flags.encode()) and info.onnx_variant == plan.onnx_variant
     assert "[INFO] builder created" in (tmp_path / "build.log").read_text()
     assert (tmp_path / "timing.cache").read_bytes() == b"+new"
+    assert info.timing_cache == tmp_path / "timing.cache" and info.timing_cache_status == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["build.log", "model.engine", "timing.cache"]
 
 
@@ -280,9 +287,28 @@ def test_build_engine_reuses_the_timing_cache(fake_trt, variants, tmp_path):
     fake = fake_trt("10.3.0")
     (tmp_path / "timing.cache").write_bytes(b"old")
     plan = builder_plan(10, "fp32", input_shape=SHAPE, timing_cache=tmp_path / "timing.cache")
-    build_engine(variants["fp32"], tmp_path / "e.engine", plan, tmp_path / "log.txt")
+    info = build_engine(variants["fp32"], tmp_path / "e.engine", plan, tmp_path / "log.txt")
     assert ("cache_loaded", b"old") in fake.calls
-    assert (tmp_path / "timing.cache").read_bytes() == b"old+new"
+    assert (tmp_path / "timing.cache").read_bytes() == b"old+new" and info.timing_cache_status == "reused"
+
+
+def test_a_rejected_timing_cache_is_replaced_by_a_fresh_one(fake_trt, variants, tmp_path):
+    fake = fake_trt("10.3.0", rejected_cache=b"foreign")  # set_timing_cache(cache, ignore_mismatch=False) -> False
+    (tmp_path / "timing.cache").write_bytes(b"foreign")
+    plan = builder_plan(10, "fp32", input_shape=SHAPE, timing_cache=tmp_path / "timing.cache")
+    info = build_engine(variants["fp32"], tmp_path / "e.engine", plan, tmp_path / "log.txt")
+    assert [c for c in fake.calls if c[0] == "cache_loaded"] == [("cache_loaded", b"foreign"), ("cache_loaded", b"")]
+    assert (tmp_path / "timing.cache").read_bytes() == b"+new" and info.timing_cache_status == "replaced"
+    assert re.search(r"\[compressor\] timing cache .*timing.cache was rejected by TensorRT 10.3.0",
+                     (tmp_path / "log.txt").read_text())
+
+
+def test_no_timing_cache_after_the_build_is_not_written(fake_trt, variants, tmp_path):
+    fake_trt("11.0.0", no_cache_after_build=True)  # config.get_timing_cache() -> None
+    plan = builder_plan(11, "fp32", input_shape=SHAPE, timing_cache=tmp_path / "timing.cache")
+    info = build_engine(variants["fp32"], tmp_path / "e.engine", plan, tmp_path / "log.txt")
+    assert info.path.is_file() and info.timing_cache is None and not (tmp_path / "timing.cache").exists()
+    assert "[compressor] TensorRT returned no timing cache" in (tmp_path / "log.txt").read_text()
 
 
 def test_build_engine_checks_plan_variant_and_version(fake_trt, variants, tmp_path):
