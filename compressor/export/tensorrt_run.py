@@ -124,7 +124,12 @@ class _EngineSession:
         if len(inputs) != 1 or len(outputs) != 1:
             raise ExportError(f"{path}: expected one input and one output tensor, found inputs {inputs}, outputs {outputs}")
         lo, _, hi = engine.get_tensor_profile_shape(inputs[0], 0)  # (min, opt, max) shapes of profile 0
-        return cls(logger, runtime, engine, engine.create_execution_context(), inputs[0], outputs[0], device,
+        context = engine.create_execution_context()
+        if context is None:
+            raise ExportError(f"TensorRT {trt.__version__} cannot create an execution context for {path}: "
+                              f"{logger.last_error() or 'unknown error'} (often too little free GPU memory for the "
+                              "engine's activations: free the GPU or rebuild with a smaller max batch)")
+        return cls(logger, runtime, engine, context, inputs[0], outputs[0], device,
                    _torch_dtype(engine.get_tensor_dtype(inputs[0])), _torch_dtype(engine.get_tensor_dtype(outputs[0])),
                    tuple(engine.get_tensor_shape(inputs[0]))[1:], int(lo[0]), int(hi[0]))
 

@@ -120,12 +120,13 @@ class FakeTensorRT(types.ModuleType):
     """The members of the tensorrt module that build_engine touches; records what it was asked to do."""
 
     def __init__(self, version: str, unsupported: tuple[str, ...] = (), build_fails: bool = False,
-                 rejected_cache: bytes | None = None, no_cache_after_build: bool = False):
+                 rejected_cache: bytes | None = None, no_cache_after_build: bool = False, no_context: bool = False):
         super().__init__("tensorrt")
         self.__version__ = version
         self.calls: list = []
         self.unsupported, self.build_fails = unsupported, build_fails
         self.rejected_cache, self.no_cache_after_build = rejected_cache, no_cache_after_build
+        self.no_context = no_context  # engine.create_execution_context() -> None
         major = int(version.split(".")[0])
         builder_flags = ["TF32", "DEBUG"] + (["FP16", "INT8"] if major < 11 else [])
         self.BuilderFlag = enum.IntEnum("BuilderFlag", builder_flags, start=0)
@@ -133,6 +134,7 @@ class FakeTensorRT(types.ModuleType):
         self.MemoryPoolType = enum.IntEnum("MemoryPoolType", ["WORKSPACE"], start=0)
         self.LayerType = enum.Enum("LayerType", ["QUANTIZE", "DEQUANTIZE", "OTHER"])
         self.DataType = enum.Enum("DataType", ["FLOAT", "HALF", "INT8"])
+        self.TensorIOMode = enum.Enum("TensorIOMode", ["NONE", "INPUT", "OUTPUT"])
         self.ILogger = type("ILogger", (), {"__init__": lambda self: None})
         fake = self
 
@@ -181,7 +183,14 @@ class FakeTensorRT(types.ModuleType):
             def get_error(self, index):
                 return self.errors[index]
 
-        self.Builder, self.OnnxParser = Builder, OnnxParser
+        class Runtime:
+            def __init__(self, logger):
+                fake.logger = logger
+
+            def deserialize_cuda_engine(self, data):
+                return FakeEngine(fake) if data.startswith(b"ENGINE:") else None
+
+        self.Builder, self.OnnxParser, self.Runtime = Builder, OnnxParser, Runtime
 
 
 class FakeConfig:
@@ -248,6 +257,36 @@ class FakeNetwork:
 
     def get_input(self, index):
         return self.inputs[index]
+
+
+class FakeEngine:
+    """An engine with one float32 input (batch 1..8 of SHAPE images) and one output of 10 scores."""
+
+    num_io_tensors = 2
+
+    def __init__(self, fake):
+        self.fake = fake
+
+    def get_tensor_name(self, index):
+        return ("input", "output")[index]
+
+    def get_tensor_mode(self, name):
+        return self.fake.TensorIOMode.INPUT if name == "input" else self.fake.TensorIOMode.OUTPUT
+
+    def get_tensor_profile_shape(self, name, profile_index):
+        return [(1, *SHAPE), (4, *SHAPE), (8, *SHAPE)]
+
+    def get_tensor_dtype(self, name):
+        return self.fake.DataType.FLOAT
+
+    def get_tensor_shape(self, name):
+        return (-1, *SHAPE) if name == "input" else (-1, 10)
+
+    def create_execution_context(self):
+        if self.fake.no_context:
+            self.fake.logger.log(types.SimpleNamespace(name="ERROR"), "Requested amount of GPU memory could not be allocated")
+            return None
+        return types.SimpleNamespace()
 
 
 @pytest.fixture
@@ -344,6 +383,17 @@ def test_build_plan_input_name_must_exist(fake_trt, variants, tmp_path):
     plan = BuildPlan(10, "fp32", "fp32", (), (), 64, (1, *SHAPE), (1, *SHAPE), (1, *SHAPE), input_name="images")
     with pytest.raises(ExportError, match="no input 'images'.*input"):
         build_engine(variants["fp32"], tmp_path / "e.engine", plan, tmp_path / "log")
+
+
+def test_an_engine_without_an_execution_context_is_one_clear_error(fake_trt, tmp_path, monkeypatch):
+    fake_trt("10.3.0", no_context=True)
+    monkeypatch.setattr(trt_run, "_cuda_device", lambda: torch.device("cpu"))  # torch sees no GPU here
+    (tmp_path / "model.engine").write_bytes(b"ENGINE:[]")
+    with pytest.raises(ExportError) as info:
+        trt_run.run_engine(tmp_path / "model.engine", np.zeros((1, *SHAPE), np.float32))
+    message = str(info.value)
+    assert "\n" not in message and "cannot create an execution context" in message
+    assert "Requested amount of GPU memory could not be allocated" in message
 
 
 # ------------------------------------------------------------------------------------------ real engines

@@ -25,7 +25,7 @@ from compressor.export import tensorrt_run
 from compressor.export.tensorrt import PRECISIONS, builder_plan
 
 from . import trt_standin as standin
-from .test_tensorrt import FakeConfig, FakeLayer, FakeNetwork, FakeParserError, FakeTensorRT
+from .test_tensorrt import FakeConfig, FakeEngine, FakeLayer, FakeNetwork, FakeParserError, FakeTensorRT
 
 pytestmark = pytest.mark.trt_bindings
 
@@ -303,11 +303,13 @@ def test_enum_values_we_depend_on(real):
 
 def test_the_fake_tensorrt_of_the_flow_tests_uses_real_names(real):
     fake = FakeTensorRT(real.version)
-    for enum in ("BuilderFlag", "NetworkDefinitionCreationFlag", "MemoryPoolType", "LayerType", "DataType"):
+    for enum in ("BuilderFlag", "NetworkDefinitionCreationFlag", "MemoryPoolType", "LayerType", "DataType",
+                 "TensorIOMode"):
         names = set(getattr(fake, enum).__members__) - {"OTHER"}  # OTHER: any layer that is not a QUANTIZE
         assert names <= set(real.members(enum)), (enum, names - set(real.members(enum)))
     classes = {"Builder": fake.Builder, "OnnxParser": fake.OnnxParser, "IBuilderConfig": FakeConfig,
-               "INetworkDefinition": FakeNetwork, "ILayer": FakeLayer, "ParserError": FakeParserError}
+               "INetworkDefinition": FakeNetwork, "ILayer": FakeLayer, "ParserError": FakeParserError,
+               "Runtime": fake.Runtime, "ICudaEngine": FakeEngine}
     for name, cls in classes.items():
         ours = {a for a in vars(cls) if not a.startswith("_")}
         assert ours <= set(real.node(name)["attrs"]), (name, ours - set(real.node(name)["attrs"]))
