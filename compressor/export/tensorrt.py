@@ -5,14 +5,16 @@ imports it, nor initialises CUDA). :func:`builder_plan` is a pure function holdi
 between major versions, so it is tested without TensorRT:
 
 ==========  ==========================================  =========================================
-precision   TensorRT 10 (weak typing, JetPack 6)        TensorRT 11 (always strongly typed)
+precision   TensorRT 10 (weak typing; JetPack 6: 10.3)  TensorRT 11 (always strongly typed)
 ==========  ==========================================  =========================================
 fp32        fp32 ONNX, TF32 cleared                     fp32 ONNX, STRONGLY_TYPED, TF32 cleared
 fp16        fp32 ONNX, BuilderFlag.FP16                 fp16 ONNX (``precision.to_fp16``), STRONGLY_TYPED
 int8        QDQ ONNX, BuilderFlag.INT8 (no calibrator)  QDQ ONNX (``precision.to_int8_qdq``), STRONGLY_TYPED
 ==========  ==========================================  =========================================
 
-Facts from the TensorRT documentation (10.x Python API, 10.x -> 11.x migration guide):
+Facts from the TensorRT documentation (10.x Python API, 10.x -> 11.x migration guide), the names, signatures
+and enum values checked against the real bindings of 10.3 (JetPack 6 ships 10.3, not 10.8), 10.8, 10.16 and
+11.4 in ``tests/unit/export/test_tensorrt_bindings.py``:
 
 - TensorRT 11 removed ``BuilderFlag.FP16/INT8/BF16/FP8/INT4/FP4``, ``OBEY/PREFER_PRECISION_CONSTRAINTS``,
   INT8 calibrators (``IBuilderConfig.int8_calibrator``), ``Builder.platform_has_fast_fp16/int8`` and weak
