@@ -77,7 +77,7 @@ def _download(version: str, dest: Path) -> Path:
     import pytest
 
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
-               "--quiet", "--dest", str(dest), f"{PACKAGE}=={version}"]
+               "--retries", "2", "--quiet", "--dest", str(dest), f"{PACKAGE}=={version}"]
     try:
         out = subprocess.run(command, capture_output=True, text=True, timeout=300)
     except (OSError, subprocess.TimeoutExpired) as exc:
