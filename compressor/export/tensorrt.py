@@ -113,7 +113,8 @@ def tensorrt_problem(what: str = "TensorRT") -> str | None:
 
 
 def require_tensorrt(what: str = "building TensorRT engines") -> str:
-    """The installed TensorRT version; raises MissingDependencyError (with the install hint) when it is absent."""
+    """The installed TensorRT version; raises MissingDependencyError (with the install hint) when it is absent,
+    ExportError when it is installed but cannot be loaded (missing libraries) or is older than 10."""
     return str(_import_trt(what).__version__)
 
 
