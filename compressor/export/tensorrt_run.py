@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ExportError
-from .tensorrt import _import_trt, _recording_logger
+from .tensorrt import _import_trt, _no_cuda_error, _recording_logger
 
 if TYPE_CHECKING:
     import numpy as np
@@ -113,7 +113,7 @@ class _EngineSession:
         if not path.is_file():
             raise ExportError(f"TensorRT engine not found: {path}")
         logger = _recording_logger(trt)
-        runtime = trt.Runtime(logger)
+        runtime = _runtime(trt, logger)
         engine = runtime.deserialize_cuda_engine(path.read_bytes())
         if engine is None:
             raise ExportError(f"TensorRT {trt.__version__} cannot load {path}: {logger.last_error() or 'unknown error'} "
@@ -124,7 +124,12 @@ class _EngineSession:
         if len(inputs) != 1 or len(outputs) != 1:
             raise ExportError(f"{path}: expected one input and one output tensor, found inputs {inputs}, outputs {outputs}")
         lo, _, hi = engine.get_tensor_profile_shape(inputs[0], 0)  # (min, opt, max) shapes of profile 0
-        return cls(logger, runtime, engine, engine.create_execution_context(), inputs[0], outputs[0], device,
+        context = engine.create_execution_context()
+        if context is None:
+            raise ExportError(f"TensorRT {trt.__version__} cannot create an execution context for {path}: "
+                              f"{logger.last_error() or 'unknown error'} (often too little free GPU memory for the "
+                              "engine's activations: free the GPU or rebuild with a smaller max batch)")
+        return cls(logger, runtime, engine, context, inputs[0], outputs[0], device,
                    _torch_dtype(engine.get_tensor_dtype(inputs[0])), _torch_dtype(engine.get_tensor_dtype(outputs[0])),
                    tuple(engine.get_tensor_shape(inputs[0]))[1:], int(lo[0]), int(hi[0]))
 
@@ -147,6 +152,13 @@ class _EngineSession:
     def execute(self, stream) -> None:
         if not self.context.execute_async_v3(stream.cuda_stream):
             raise ExportError(f"TensorRT execute_async_v3 failed: {self.logger.last_error() or 'unknown error'}")
+
+
+def _runtime(trt, logger):
+    try:
+        return trt.Runtime(logger)
+    except TypeError as exc:  # pybind11: "factory function returned nullptr"
+        raise _no_cuda_error(trt, "trt.Runtime", exc, logger) from None
 
 
 def _cuda_device():

@@ -1,14 +1,16 @@
 """TensorRT: version parsing, the per-major-version build plan, lazy import, and the build flow.
 
-TensorRT cannot run on the CPU machines: the build flow is exercised against ``FakeTensorRT``, a stand-in
-with the few API members ``build_engine`` uses (as documented for TensorRT 10 and 11). It proves our logic
-(flags, profile, timing cache, log, errors), not TensorRT's. The tests marked ``gpu`` and ``tensorrt``
-build and run real engines and skip, with a reason, where TensorRT or a CUDA device is missing.
+Building an engine needs a GPU, so the build flow is exercised against ``FakeTensorRT``, a stand-in with the
+few API members ``build_engine`` uses. It proves our logic (flags, profile, timing cache, log, errors), not
+TensorRT's; ``test_tensorrt_bindings.py`` checks its names, and every TensorRT name, signature and enum value
+our code uses, against the real 10.x and 11.x bindings. The tests marked ``gpu`` and ``tensorrt`` build and
+run real engines and skip, with a reason, where TensorRT or a CUDA device is missing.
 """
 
 from __future__ import annotations
 
 import enum
+import re
 import subprocess
 import sys
 import types
@@ -62,6 +64,7 @@ def test_builder_plan_per_major_version(major, precision, variant, flags, networ
     assert (plan.onnx_variant, plan.builder_flags, plan.network_flags) == (variant, flags, network)
     assert plan.strongly_typed == (major >= 11)
     assert plan.precision == precision and plan.trt_major == major
+    assert plan.cleared_flags == (("TF32",) if precision == "fp32" else ())  # TensorRT sets TF32 by default
 
 
 def test_builder_plan_profile_workspace_and_cache(tmp_path):
@@ -93,6 +96,7 @@ def test_require_tensorrt_names_the_install(monkeypatch):
     message = str(info.value)
     assert "pip install 'compressor[trt]'" in message and "docker/Dockerfile.gpu" in message
     assert "\n" not in message
+    assert trt_export.tensorrt_problem("building TensorRT engines") == message
 
 
 def test_require_tensorrt_rejects_old_versions(monkeypatch):
@@ -100,6 +104,7 @@ def test_require_tensorrt_rejects_old_versions(monkeypatch):
     assert trt_export.tensorrt_available() == "8.6.1"
     with pytest.raises(ExportError, match=r"TensorRT 8\.6\.1 is installed; compressor needs 10\.x or 11\.x"):
         trt_export.require_tensorrt()
+    assert "TensorRT 8.6.1 is installed" in trt_export.tensorrt_problem()
 
 
 def test_importing_the_module_does_not_import_tensorrt(tmp_path):
@@ -114,11 +119,14 @@ def test_importing_the_module_does_not_import_tensorrt(tmp_path):
 class FakeTensorRT(types.ModuleType):
     """The members of the tensorrt module that build_engine touches; records what it was asked to do."""
 
-    def __init__(self, version: str, unsupported: tuple[str, ...] = (), build_fails: bool = False):
+    def __init__(self, version: str, unsupported: tuple[str, ...] = (), build_fails: bool = False,
+                 rejected_cache: bytes | None = None, no_cache_after_build: bool = False, no_context: bool = False):
         super().__init__("tensorrt")
         self.__version__ = version
         self.calls: list = []
         self.unsupported, self.build_fails = unsupported, build_fails
+        self.rejected_cache, self.no_cache_after_build = rejected_cache, no_cache_after_build
+        self.no_context = no_context  # engine.create_execution_context() -> None
         major = int(version.split(".")[0])
         builder_flags = ["TF32", "DEBUG"] + (["FP16", "INT8"] if major < 11 else [])
         self.BuilderFlag = enum.IntEnum("BuilderFlag", builder_flags, start=0)
@@ -126,6 +134,7 @@ class FakeTensorRT(types.ModuleType):
         self.MemoryPoolType = enum.IntEnum("MemoryPoolType", ["WORKSPACE"], start=0)
         self.LayerType = enum.Enum("LayerType", ["QUANTIZE", "DEQUANTIZE", "OTHER"])
         self.DataType = enum.Enum("DataType", ["FLOAT", "HALF", "INT8"])
+        self.TensorIOMode = enum.Enum("TensorIOMode", ["NONE", "INPUT", "OUTPUT"])
         self.ILogger = type("ILogger", (), {"__init__": lambda self: None})
         fake = self
 
@@ -174,12 +183,19 @@ class FakeTensorRT(types.ModuleType):
             def get_error(self, index):
                 return self.errors[index]
 
-        self.Builder, self.OnnxParser = Builder, OnnxParser
+        class Runtime:
+            def __init__(self, logger):
+                fake.logger = logger
+
+            def deserialize_cuda_engine(self, data):
+                return FakeEngine(fake) if data.startswith(b"ENGINE:") else None
+
+        self.Builder, self.OnnxParser, self.Runtime = Builder, OnnxParser, Runtime
 
 
 class FakeConfig:
     def __init__(self, fake):
-        self.fake, self.flags, self.cache = fake, set(), None
+        self.fake, self.flags, self.cache = fake, {"TF32"}, None  # TensorRT's default: TF32 on
 
     def set_memory_pool_limit(self, pool, size):
         self.fake.calls.append(("workspace", size))
@@ -187,18 +203,24 @@ class FakeConfig:
     def set_flag(self, flag):
         self.flags.add(flag.name)
 
+    def clear_flag(self, flag):
+        self.flags.discard(flag.name)
+
     def add_optimization_profile(self, profile):
         self.fake.calls.append(("profile",))
 
     def create_timing_cache(self, data):
         self.fake.calls.append(("cache_loaded", bytes(data)))
-        return types.SimpleNamespace(serialize=lambda: bytes(data) + b"+new")
+        return types.SimpleNamespace(data=bytes(data), serialize=lambda: bytes(data) + b"+new")
 
     def set_timing_cache(self, cache, ignore_mismatch):
+        if cache.data == self.fake.rejected_cache:  # TensorRT: made by another version or GPU
+            return False
         self.cache = cache
+        return True
 
     def get_timing_cache(self):
-        return self.cache
+        return None if self.fake.no_cache_after_build else self.cache
 
 
 class FakeLayer:
@@ -237,6 +259,36 @@ class FakeNetwork:
         return self.inputs[index]
 
 
+class FakeEngine:
+    """An engine with one float32 input (batch 1..8 of SHAPE images) and one output of 10 scores."""
+
+    num_io_tensors = 2
+
+    def __init__(self, fake):
+        self.fake = fake
+
+    def get_tensor_name(self, index):
+        return ("input", "output")[index]
+
+    def get_tensor_mode(self, name):
+        return self.fake.TensorIOMode.INPUT if name == "input" else self.fake.TensorIOMode.OUTPUT
+
+    def get_tensor_profile_shape(self, name, profile_index):
+        return [(1, *SHAPE), (4, *SHAPE), (8, *SHAPE)]
+
+    def get_tensor_dtype(self, name):
+        return self.fake.DataType.FLOAT
+
+    def get_tensor_shape(self, name):
+        return (-1, *SHAPE) if name == "input" else (-1, 10)
+
+    def create_execution_context(self):
+        if self.fake.no_context:
+            self.fake.logger.log(types.SimpleNamespace(name="ERROR"), "Requested amount of GPU memory could not be allocated")
+            return None
+        return types.SimpleNamespace()
+
+
 @pytest.fixture
 def fake_trt(monkeypatch):
     def install(version: str, **kwargs) -> FakeTensorRT:
@@ -247,11 +299,12 @@ def fake_trt(monkeypatch):
 
 
 @pytest.mark.parametrize(("version", "precision", "flags", "network_bits"), [
-    ("10.3.0", "fp32", "[]", 0),
-    ("10.3.0", "fp16", "['FP16']", 0),
-    ("10.3.0", "int8", "['INT8']", 0),
-    ("11.0.0", "fp16", "[]", 1),
-    ("11.0.0", "int8", "[]", 1),
+    ("10.3.0", "fp32", "[]", 0),  # TF32 cleared: an fp32 engine computes in fp32
+    ("10.3.0", "fp16", "['FP16', 'TF32']", 0),
+    ("10.3.0", "int8", "['INT8', 'TF32']", 0),
+    ("11.0.0", "fp32", "[]", 1),
+    ("11.0.0", "fp16", "['TF32']", 1),
+    ("11.0.0", "int8", "['TF32']", 1),
 ])
 def test_build_engine_sets_what_the_plan_says(fake_trt, variants, tmp_path, version, precision, flags, network_bits):
     fake = fake_trt(version)
@@ -265,6 +318,7 @@ def test_build_engine_sets_what_the_plan_says(fake_trt, variants, tmp_path, vers
     assert info.size_bytes == len(b"ENGINE:" + flags.encode()) and info.onnx_variant == plan.onnx_variant
     assert "[INFO] builder created" in (tmp_path / "build.log").read_text()
     assert (tmp_path / "timing.cache").read_bytes() == b"+new"
+    assert info.timing_cache == tmp_path / "timing.cache" and info.timing_cache_status == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["build.log", "model.engine", "timing.cache"]
 
 
@@ -272,9 +326,28 @@ def test_build_engine_reuses_the_timing_cache(fake_trt, variants, tmp_path):
     fake = fake_trt("10.3.0")
     (tmp_path / "timing.cache").write_bytes(b"old")
     plan = builder_plan(10, "fp32", input_shape=SHAPE, timing_cache=tmp_path / "timing.cache")
-    build_engine(variants["fp32"], tmp_path / "e.engine", plan, tmp_path / "log.txt")
+    info = build_engine(variants["fp32"], tmp_path / "e.engine", plan, tmp_path / "log.txt")
     assert ("cache_loaded", b"old") in fake.calls
-    assert (tmp_path / "timing.cache").read_bytes() == b"old+new"
+    assert (tmp_path / "timing.cache").read_bytes() == b"old+new" and info.timing_cache_status == "reused"
+
+
+def test_a_rejected_timing_cache_is_replaced_by_a_fresh_one(fake_trt, variants, tmp_path):
+    fake = fake_trt("10.3.0", rejected_cache=b"foreign")  # set_timing_cache(cache, ignore_mismatch=False) -> False
+    (tmp_path / "timing.cache").write_bytes(b"foreign")
+    plan = builder_plan(10, "fp32", input_shape=SHAPE, timing_cache=tmp_path / "timing.cache")
+    info = build_engine(variants["fp32"], tmp_path / "e.engine", plan, tmp_path / "log.txt")
+    assert [c for c in fake.calls if c[0] == "cache_loaded"] == [("cache_loaded", b"foreign"), ("cache_loaded", b"")]
+    assert (tmp_path / "timing.cache").read_bytes() == b"+new" and info.timing_cache_status == "replaced"
+    assert re.search(r"\[compressor\] timing cache .*timing.cache was rejected by TensorRT 10.3.0",
+                     (tmp_path / "log.txt").read_text())
+
+
+def test_no_timing_cache_after_the_build_is_not_written(fake_trt, variants, tmp_path):
+    fake_trt("11.0.0", no_cache_after_build=True)  # config.get_timing_cache() -> None
+    plan = builder_plan(11, "fp32", input_shape=SHAPE, timing_cache=tmp_path / "timing.cache")
+    info = build_engine(variants["fp32"], tmp_path / "e.engine", plan, tmp_path / "log.txt")
+    assert info.path.is_file() and info.timing_cache is None and not (tmp_path / "timing.cache").exists()
+    assert "[compressor] TensorRT returned no timing cache" in (tmp_path / "log.txt").read_text()
 
 
 def test_build_engine_checks_plan_variant_and_version(fake_trt, variants, tmp_path):
@@ -310,6 +383,17 @@ def test_build_plan_input_name_must_exist(fake_trt, variants, tmp_path):
     plan = BuildPlan(10, "fp32", "fp32", (), (), 64, (1, *SHAPE), (1, *SHAPE), (1, *SHAPE), input_name="images")
     with pytest.raises(ExportError, match="no input 'images'.*input"):
         build_engine(variants["fp32"], tmp_path / "e.engine", plan, tmp_path / "log")
+
+
+def test_an_engine_without_an_execution_context_is_one_clear_error(fake_trt, tmp_path, monkeypatch):
+    fake_trt("10.3.0", no_context=True)
+    monkeypatch.setattr(trt_run, "_cuda_device", lambda: torch.device("cpu"))  # torch sees no GPU here
+    (tmp_path / "model.engine").write_bytes(b"ENGINE:[]")
+    with pytest.raises(ExportError) as info:
+        trt_run.run_engine(tmp_path / "model.engine", np.zeros((1, *SHAPE), np.float32))
+    message = str(info.value)
+    assert "\n" not in message and "cannot create an execution context" in message
+    assert "Requested amount of GPU memory could not be allocated" in message
 
 
 # ------------------------------------------------------------------------------------------ real engines
