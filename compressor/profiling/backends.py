@@ -101,10 +101,17 @@ def _ort_problem(provider: str) -> str | None:
         import onnxruntime as ort
     except ImportError:
         return "needs onnxruntime: pip install onnxruntime"
-    if provider in ort.get_available_providers():
+    if provider not in ort.get_available_providers():
+        listed = ", ".join(ort.get_available_providers())
+        return f"{_GPU_HINT}; onnxruntime {ort.__version__} here offers {listed}"
+    from .providers import provider_started
+
+    started = provider_started(tuple(_PROVIDER_CHAINS[provider]))
+    if started == provider:
         return None
-    listed = ", ".join(ort.get_available_providers())
-    return f"{_GPU_HINT}; onnxruntime {ort.__version__} here offers {listed}"
+    return (f"onnxruntime {ort.__version__} lists {provider} but could not start it (a session on it fell back to "
+            f"{started}): the CUDA/cuDNN libraries{' or TensorRT' if 'Tensorrt' in provider else ''} or a GPU are "
+            "missing here; run on a GPU machine (docker/Dockerfile.gpu) or profile on onnxruntime-cpu")
 
 
 def _cuda_problem() -> str | None:
