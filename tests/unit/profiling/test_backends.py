@@ -119,7 +119,7 @@ def test_profile_onnxruntime_refuses_an_unknown_backend(model_onnx):
 
 def test_plan_defaults_and_all(model_onnx):
     assert [t.backend for t in plan_targets([model_onnx], [], [1, 8])] == ["onnxruntime-cpu"]
-    usable = [b for b in backends.ORT_PROVIDERS if backend_problem(b) is None]
+    usable = [b for b in backends.ONNX_BACKENDS if backend_problem(b) is None]
     targets = plan_targets([model_onnx], ["all"], [1])
     assert [t.backend for t in targets] == usable and {t.artifact for t in targets} == {"plain"}
 
