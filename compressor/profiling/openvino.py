@@ -19,6 +19,12 @@ machine and the release (:func:`compile_config`):
   OpenVINO on its own.
 
 Left at OpenVINO's default and recorded in ``versions()`` with the rest: thread pinning (``ENABLE_CPU_PINNING``).
+
+One ``ov.Core`` serves the whole process (:func:`core`). Each Core's CPU plugin swaps in an alternate signal
+stack of its own on the calling thread (for AMX state) and, when destroyed, restores the one it found and
+unmaps its own. Cores destroyed out of creation order (garbage collection) leave the thread on an unmapped
+alternate stack, and the next signal handled there (Python installs its handlers with ``SA_ONSTACK``; here a
+SIGCHLD after ``subprocess.run``) kills the process with SIGSEGV (seen: OpenVINO 2026.4, the unit tests).
 The exported ONNX file has a symbolic batch dimension (``export/onnx.py``); each batch gets its own compiled
 model of the static shape [batch, C, H, W] (``Model.reshape``), which is what the CPU plugin optimises best.
 Importing this module does not import openvino.
@@ -26,6 +32,7 @@ Importing this module does not import openvino.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from ..errors import ExportError, ProfilingError
@@ -42,18 +49,26 @@ def openvino_problem() -> str | None:
         import openvino as ov
     except ImportError:
         return INSTALL_HINT
-    devices = ov.Core().available_devices
+    devices = core().available_devices
     if DEVICE not in devices:
         return f"OpenVINO {_version(ov)} offers no {DEVICE} device here (it has {', '.join(devices) or 'none'})"
     return None
 
 
-def compile_config(core, threads: int) -> dict[str, str]:
+@functools.cache
+def core():
+    """The process's one ``openvino.Core``, never destroyed before exit (module docstring: why only one)."""
+    import openvino as ov
+
+    return ov.Core()
+
+
+def compile_config(threads: int) -> dict[str, str]:
     """The ``compile_model`` properties of every openvino-cpu figure (module docstring: why each one), as strings:
     OpenVINO 2024.3 refuses a Python int 0 for an unsigned property, every release takes the string."""
     config = {"INFERENCE_NUM_THREADS": str(int(threads)), "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1",
               "INFERENCE_PRECISION_HINT": "f32"}
-    if "DYNAMIC_QUANTIZATION_GROUP_SIZE" in core.get_property(DEVICE, "SUPPORTED_PROPERTIES"):
+    if "DYNAMIC_QUANTIZATION_GROUP_SIZE" in core().get_property(DEVICE, "SUPPORTED_PROPERTIES"):
         config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = "0"
     return config
 
@@ -68,17 +83,14 @@ class OpenVINORunner:
         from .backends import require_backend
 
         require_backend(OPENVINO)
-        import openvino as ov
-
         self.artifact, self.path, self.threads = artifact, Path(path), threads
-        self.core = ov.Core()
-        self.config = compile_config(self.core, threads)
-        self.model = read_model(self.core, self.path)
+        self.config = compile_config(threads)
+        self.model = read_model(self.path)
         self._requests: dict[int, object] = {}
         self._compiled: dict[int, object] = {}
 
     def prepare(self, batch: int) -> None:
-        self._compiled[batch] = compile_batch(self.core, self.model, self.path, batch, self.config)
+        self._compiled[batch] = compile_batch(self.model, self.path, batch, self.config)
         request = self._compiled[batch].create_infer_request()
         request.set_input_tensor(_tensor(random_images(self.model, self.path, batch)))
         self._requests[batch] = request
@@ -98,22 +110,22 @@ class OpenVINORunner:
                 **host_facts()}
 
 
-def read_model(core, path: Path):
-    """``core.read_model`` of an ONNX file; an unreadable file is an ExportError naming it."""
+def read_model(path: Path):
+    """``Core.read_model`` of an ONNX file; an unreadable file is an ExportError naming it."""
     try:
-        return core.read_model(str(path))
+        return core().read_model(str(path))
     except Exception as exc:  # noqa: BLE001
         raise ExportError(f"OpenVINO cannot read {path}: {_first_line(exc)}") from exc
 
 
-def compile_batch(core, model, path: Path, batch: int, config: dict):
+def compile_batch(model, path: Path, batch: int, config: dict):
     """A compiled copy of ``model`` with its first input reshaped to [batch, C, H, W]."""
     from ..export.onnx import onnx_input_shape
 
     shaped = model.clone()
     try:
         shaped.reshape({shaped.input(0).get_any_name(): [batch, *onnx_input_shape(path)]})
-        return core.compile_model(shaped, DEVICE, config)
+        return core().compile_model(shaped, DEVICE, config)
     except Exception as exc:  # noqa: BLE001
         raise ExportError(f"OpenVINO cannot compile {path} at batch {batch}: {_first_line(exc)}") from exc
 
@@ -155,11 +167,9 @@ def openvino_outputs(path: Path, images, threads: int = 1):
     """The first output of the ONNX file at ``path`` on openvino-cpu (the profile's config) for an N x C x H x W
     numpy batch: for parity checks against onnxruntime."""
     import numpy as np
-    import openvino as ov
 
-    core = ov.Core()
-    model = read_model(core, Path(path))
-    compiled = compile_batch(core, model, Path(path), int(images.shape[0]), compile_config(core, threads))
+    model = read_model(Path(path))
+    compiled = compile_batch(model, Path(path), int(images.shape[0]), compile_config(threads))
     request = compiled.create_infer_request()
     request.infer({0: np.ascontiguousarray(images)})
     return np.array(request.get_output_tensor(0).data, copy=True)

@@ -3,7 +3,9 @@ parity with onnxruntime on an exported model, INT8 QDQ files run in INT8, and ti
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
 import numpy as np
 import onnxruntime
@@ -75,18 +77,16 @@ def test_outputs_match_onnxruntime_at_two_batches(model_onnx):
 
 
 def test_fp32_file_runs_in_f32_and_the_config_is_deliberate(model_onnx):
-    core = ov.Core()
-    config = compile_config(core, threads=1)
+    config = compile_config(threads=1)
     assert config["INFERENCE_PRECISION_HINT"] == "f32" and config["NUM_STREAMS"] == "1"
     assert config["PERFORMANCE_HINT"] == "LATENCY" and config["INFERENCE_NUM_THREADS"] == "1"
-    compiled = compile_batch(core, read_model(core, model_onnx), model_onnx, 2, config)
+    compiled = compile_batch(read_model(model_onnx), model_onnx, 2, config)
     precisions = layer_precisions(compiled)
     assert len(precisions) == 4 and set(precisions.values()) == {"f32"}, precisions  # 3 convs + the classifier
 
 
 def test_int8_qdq_file_runs_its_convolutions_in_int8(int8_onnx):
-    core = ov.Core()
-    compiled = compile_batch(core, read_model(core, int8_onnx), int8_onnx, 2, compile_config(core, threads=1))
+    compiled = compile_batch(read_model(int8_onnx), int8_onnx, 2, compile_config(threads=1))
     precisions = layer_precisions(compiled)
     assert precisions and set(precisions.values()) <= {"u8", "i8"}, precisions
     images = np.random.default_rng(3).standard_normal((4, 3, 8, 8), dtype=np.float32)
@@ -153,5 +153,30 @@ def test_openvino_errors_say_what_failed_in_one_line(tmp_path):
     bad = tmp_path / "junk.onnx"
     bad.write_bytes(b"\x00 not a model")
     with pytest.raises(ExportError, match=r"OpenVINO cannot read .*junk.onnx: ") as info:
-        read_model(ov.Core(), bad)
+        read_model(bad)
     assert "\n" not in str(info.value) and "Exception from src" not in str(info.value)
+
+
+def test_runners_dropped_in_any_order_leave_signals_working(model_onnx):
+    """Each ov.Core's CPU plugin swaps the thread's alternate signal stack and, when destroyed, may restore one
+    that another Core has unmapped since: with a Core per runner, the sequence below (two runners, the first
+    dropped, a parity check, the second dropped) left the thread on an unmapped stack, and the next Python signal
+    handler (SA_ONSTACK; in the unit tests a SIGCHLD after subprocess.run) died with SIGSEGV (rc -11 here, before
+    openvino.core). Run in a child process, which is what would crash."""
+    import subprocess
+
+    code = (
+        "import gc, os, signal, sys\n"
+        "import numpy as np\n"
+        "from compressor.profiling.openvino import OpenVINORunner, openvino_outputs\n"
+        "signal.signal(signal.SIGUSR1, lambda *a: None)\n"
+        "first, second = OpenVINORunner('a', sys.argv[1], 1), OpenVINORunner('b', sys.argv[1], 1)\n"
+        "first.prepare(1); second.prepare(1)\n"
+        "del first; gc.collect()\n"
+        "openvino_outputs(sys.argv[1], np.zeros((2, 3, 8, 8), np.float32))\n"
+        "del second; gc.collect()\n"
+        "os.kill(os.getpid(), signal.SIGUSR1)\n"
+        "print('survived')\n")
+    out = subprocess.run([sys.executable, "-c", code, str(model_onnx)], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3])})
+    assert out.returncode == 0 and "survived" in out.stdout, (out.returncode, out.stderr[-2000:])
