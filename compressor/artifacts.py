@@ -41,9 +41,14 @@ def _stem(name: str) -> str:
     return name.removeprefix(f"{PRUNED}_").removeprefix(f"{BASELINE}_")
 
 
+def times_onnx(backend: str) -> bool:
+    """Whether ``backend`` times the ONNX files (onnxruntime-*, openvino-cpu), not the PyTorch modules or engines."""
+    return backend.startswith(("onnxruntime", "openvino"))
+
+
 def gateable(backend: str, precisions: Iterable[str], engine_precisions: Iterable[str]) -> set[str]:
     """The artifacts a latency gate can name on ``backend``, given the variants and engines a recipe makes."""
-    if backend.startswith("onnxruntime"):
+    if times_onnx(backend):
         return {PRUNED_ONNX, STRIPE_ONNX, *(variant_name(PRUNED, p) for p in precisions)}
     if backend.startswith("torch"):
         return {PRUNED_TORCH}

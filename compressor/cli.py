@@ -214,14 +214,14 @@ def profile(
             help="ONNX classifier files or TensorRT engines (.engine, .plan); several are timed side by side, "
             "interleaved.", show_default=False)],
         backend: Annotated[Optional[list[str]], typer.Option(
-            "--backend", "-b", help="onnxruntime-cpu | onnxruntime-cuda | onnxruntime-tensorrt | tensorrt | all "
+            "--backend", "-b", help="onnxruntime-cpu | onnxruntime-cuda | onnxruntime-tensorrt | openvino-cpu | tensorrt | all "
             "(repeatable or comma-separated; default: onnxruntime-cpu for ONNX, tensorrt for engines).",
             show_default=False)] = None,
         batch: Annotated[Optional[list[str]], typer.Option(
             "--batch", help="Batch sizes: --batch 1 8 32, --batch 1,8,32 or --batch 1 --batch 8 (default: 1 8 32).",
             show_default=False)] = None,
         threads: Annotated[Optional[int], typer.Option(
-            "--threads", min=1, help="onnxruntime intra-op threads (default: every core this process may use).",
+            "--threads", min=1, help="Intra-op threads of onnxruntime and OpenVINO (default: every core this process may use).",
             show_default=False)] = None,
         warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed runs per artifact, backend and batch.")] = 10,
         iterations: Annotated[int, typer.Option("--iterations", min=1, help="Timed runs per round.")] = 50,

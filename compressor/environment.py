@@ -119,7 +119,7 @@ def package_versions() -> dict:
 
     found = {}
     for name in ("torch", "torch-pruning", "numpy", "onnx", "onnxscript", "onnxruntime", "onnxruntime-gpu",
-                 "tensorrt", "openvino", "pydantic", "typer"):
+                 "openvino", "tensorrt", "pydantic", "typer"):
         try:
             found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

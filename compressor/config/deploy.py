@@ -80,21 +80,23 @@ class ExportConfig(StrictModel):
         return self
 
 
-Backend = Literal["onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt", "torch-cpu", "torch-cuda",
-                  "torch-cuda-graph", "tensorrt"]
+Backend = Literal["onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt", "openvino-cpu", "torch-cpu",
+                  "torch-cuda", "torch-cuda-graph", "tensorrt"]
 
 
 class ProfileConfig(StrictModel):
     enabled: bool = True
     backends: list[Backend] = Field(  # type: ignore[valid-type]
         default_factory=lambda: ["onnxruntime-cpu"], min_length=1,
-        description="Where to time: onnxruntime-cpu | onnxruntime-cuda | onnxruntime-tensorrt (ONNX files; the GPU "
-        "providers need onnxruntime-gpu), torch-cpu | torch-cuda | torch-cuda-graph (the PyTorch models), tensorrt "
-        "(the engines of export.tensorrt). Checked at the start of a run.")
+        description="Where to time: onnxruntime-cpu | onnxruntime-cuda | onnxruntime-tensorrt | openvino-cpu (ONNX "
+        "files; the GPU providers need onnxruntime-gpu, openvino-cpu the openvino extra), torch-cpu | torch-cuda | "
+        "torch-cuda-graph (the PyTorch models), tensorrt (the engines of export.tensorrt). Checked at the start of a "
+        "run.")
     batch_sizes: list[PositiveInt] = Field(default_factory=lambda: [1, 32])
     threads: PositiveInt | None = Field(
-        1, description="Intra-op threads. 1 gives the most repeatable ratios (measured: 2 threads on a 2-core machine "
-        "spread round medians by up to 60%); set your deployment's count for absolute latency; null = all cores.")
+        1, description="Intra-op threads (onnxruntime, OpenVINO, torch-cpu). 1 gives the most repeatable ratios "
+        "(measured: 2 threads on a 2-core machine spread round medians by up to 60%); set your deployment's count for "
+        "absolute latency; null = all cores.")
     warmup: Annotated[int, Field(ge=0)] = 10
     iterations: PositiveInt = Field(50, description="Timed runs per artifact, batch and round.")
     repeats: PositiveInt = Field(5, description="Interleaved rounds (baseline, pruned, baseline, ...).")

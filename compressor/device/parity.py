@@ -51,9 +51,9 @@ def device_parity(run: FinishedRun, backends: list[str], engines: dict) -> list[
 def backend_outputs(path: Path, backend: str, images):
     """The first output of ``path`` on ``backend`` for ``images`` (float32 N x C x H x W)."""
     if backend == "openvino-cpu":
-        from ..profiling.openvino import run_openvino
+        from ..profiling.openvino import openvino_outputs
 
-        return run_openvino(Path(path), images)
+        return openvino_outputs(Path(path), images)
     from ..profiling.backends import ort_session
 
     session = ort_session(Path(path), backend, threads=1)

@@ -3,6 +3,8 @@
 What each backend times, and with which clock:
 
 - ``onnxruntime-cpu`` (ONNX file): ``perf_counter`` around ``session.run``.
+- ``openvino-cpu`` (ONNX file, OpenVINO's CPU plugin, compiled per batch in f32): ``perf_counter`` around a
+  synchronous ``InferRequest.infer`` (``openvino.py``, which says how it is configured and why).
 - ``onnxruntime-cuda`` / ``onnxruntime-tensorrt`` (ONNX file, onnxruntime-gpu): ``perf_counter`` around
   ``run_with_iobinding`` + ``synchronize_outputs``; input and output are bound on the device (cuda:0), so no
   host<->device copy is timed. The TensorRT provider builds an engine per input shape on its first run:
@@ -15,7 +17,7 @@ What each backend times, and with which clock:
 Every runner has ``prepare(batch)`` (inputs, graphs: untimed), ``warm(batch, n)`` and
 ``time(batch, iterations) -> milliseconds``. Inputs are random data of the artifact's own input shape,
 made once per batch. CUDA timings queue the timed runs back to back, like a busy server: launch gaps show
-up only where the host cannot keep the device busy. Nothing here imports onnxruntime, torch or TensorRT at
+up only where the host cannot keep the device busy. Nothing here imports onnxruntime, OpenVINO, torch or TensorRT at
 import time; CUDA is initialised only by a runner for a CUDA backend.
 """
 
@@ -35,8 +37,10 @@ from ..errors import ExportError, MissingDependencyError, ProfilingError, did_yo
 
 ORT_PROVIDERS = {"onnxruntime-cpu": "CPUExecutionProvider", "onnxruntime-cuda": "CUDAExecutionProvider",
                  "onnxruntime-tensorrt": "TensorrtExecutionProvider"}
+OPENVINO = "openvino-cpu"
+ONNX_BACKENDS = (*ORT_PROVIDERS, OPENVINO)  # the backends that time ONNX files
 TORCH_BACKENDS = ("torch-cpu", "torch-cuda", "torch-cuda-graph")
-BACKENDS = (*ORT_PROVIDERS, *TORCH_BACKENDS, "tensorrt")
+BACKENDS = (*ONNX_BACKENDS, *TORCH_BACKENDS, "tensorrt")
 ENGINE_SUFFIXES = (".engine", ".plan")
 ROUND_WARMUP = 3  # untimed runs before each TensorRT round: time_engine opens the engine anew for every call
 _GPU_HINT = "needs onnxruntime-gpu: pip install 'compressor[gpu]' (it replaces the onnxruntime package)"
@@ -46,7 +50,7 @@ _PROVIDER_CHAINS = {"CPUExecutionProvider": ["CPUExecutionProvider"],
                                                   "CPUExecutionProvider"]}
 _SHORT_NAMES = {"trt": "tensorrt", "cpu": "onnxruntime-cpu", "ort": "onnxruntime-cpu", "onnxruntime": "onnxruntime-cpu",
                 "cuda": "onnxruntime-cuda", "gpu": "onnxruntime-cuda", "onnxruntime-gpu": "onnxruntime-cuda",
-                "onnxruntime-trt": "onnxruntime-tensorrt"}
+                "onnxruntime-trt": "onnxruntime-tensorrt", "openvino": OPENVINO, "ov": OPENVINO}
 _NUMPY_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64"}
 
 
@@ -70,6 +74,10 @@ def backend_problem(name: str) -> str | None:
     check_backend_name(name)
     if name in ORT_PROVIDERS:
         return _ort_problem(ORT_PROVIDERS[name])
+    if name == OPENVINO:
+        from .openvino import openvino_problem
+
+        return openvino_problem()
     if name == "torch-cpu":
         return None
     if name in TORCH_BACKENDS:
@@ -101,10 +109,17 @@ def _ort_problem(provider: str) -> str | None:
         import onnxruntime as ort
     except ImportError:
         return "needs onnxruntime: pip install onnxruntime"
-    if provider in ort.get_available_providers():
+    if provider not in ort.get_available_providers():
+        listed = ", ".join(ort.get_available_providers())
+        return f"{_GPU_HINT}; onnxruntime {ort.__version__} here offers {listed}"
+    from .providers import provider_started
+
+    started = provider_started(tuple(_PROVIDER_CHAINS[provider]))
+    if started == provider:
         return None
-    listed = ", ".join(ort.get_available_providers())
-    return f"{_GPU_HINT}; onnxruntime {ort.__version__} here offers {listed}"
+    return (f"onnxruntime {ort.__version__} lists {provider} but could not start it (a session on it fell back to "
+            f"{started}): the CUDA/cuDNN libraries{' or TensorRT' if 'Tensorrt' in provider else ''} or a GPU are "
+            "missing here; run on a GPU machine (docker/Dockerfile.gpu) or profile on onnxruntime-cpu")
 
 
 def _cuda_problem() -> str | None:
@@ -120,6 +135,10 @@ def _cuda_problem() -> str | None:
 def make_runner(target: Target, threads: int):
     if target.backend in ORT_PROVIDERS:
         return OrtRunner(target.artifact, target.path, target.backend, threads)
+    if target.backend == OPENVINO:
+        from .openvino import OpenVINORunner
+
+        return OpenVINORunner(target.artifact, target.path, threads)
     if target.backend == "tensorrt":
         return TensorRTRunner(target.artifact, target.path)
     raise ProfilingError(f"backend {target.backend} times nn.Module models; use profile_torch")

@@ -9,9 +9,9 @@ drift; ``spread`` says how much the rounds disagreed.
 
 Backends (``backends.py`` says what each one's clock covers): onnxruntime on the CPU, CUDA or TensorRT
 execution provider (:func:`profile_onnxruntime`; the GPU providers keep inputs and outputs on the device
-through I/O binding, so no host<->device copy is timed), PyTorch eager on CPU or CUDA and CUDA graphs
-(:func:`profile_torch`; CUDA events around the forward only) and serialized TensorRT engines (CUDA events
-around ``execute_async_v3``, via :func:`profile_targets`, which mixes all of them).
+through I/O binding, so no host<->device copy is timed), OpenVINO on the CPU (``openvino.py``), PyTorch eager
+on CPU or CUDA and CUDA graphs (:func:`profile_torch`; CUDA events around the forward only) and serialized
+TensorRT engines (CUDA events around ``execute_async_v3``, via :func:`profile_targets`, which mixes all of them).
 Inputs are random arrays of the artifact's own input shape, built once per batch; the garbage collector is
 paused while timing and the progress bar (hidden when ``compressor.progress.quiet()``) repaints only
 between timed blocks.
@@ -33,7 +33,7 @@ from ..errors import MissingDependencyError, OutputDirError, ProfilingError, did
 from ..progress import quiet, track
 from .backends import (
     ENGINE_SUFFIXES,
-    ORT_PROVIDERS,
+    ONNX_BACKENDS,
     TORCH_BACKENDS,
     OrtRunner,
     Target,
@@ -305,7 +305,7 @@ def onnx_fixed_batch(path: Path) -> int | None:
 
 
 def _backends_for(kind: str, names: list[str], every: bool) -> list[str]:
-    accepted = list(ORT_PROVIDERS) if kind == "onnx" else ["tensorrt"]
+    accepted = list(ONNX_BACKENDS) if kind == "onnx" else ["tensorrt"]
     chosen = [b for b in names if b in accepted]
     if every:
         chosen += [b for b in accepted if b not in chosen and backend_problem(b) is None]
@@ -323,7 +323,7 @@ def _check_coverage(targets: list[Target], names: list[str], paths: list[Path]) 
             continue
         if name in TORCH_BACKENDS:
             raise ProfilingError(f"backend {name} times a PyTorch nn.Module (profile_torch in Python), not a file; "
-                                 "for ONNX files use onnxruntime-cpu, onnxruntime-cuda or onnxruntime-tensorrt")
+                                 f"for ONNX files use {', '.join(ONNX_BACKENDS)}")
         takes = "TensorRT engines (.engine, .plan)" if name == "tensorrt" else "ONNX files"
         raise ProfilingError(f"backend {name} times {takes}, and none was given ({', '.join(map(str, paths))})")
 

@@ -259,14 +259,14 @@ class LayerTimer:
         return out
 
     def _runner(self, spec: LayerSpec, folder: Path):
-        from .backends import ORT_PROVIDERS, OrtRunner, TorchRunner
+        from .backends import ONNX_BACKENDS, Target, TorchRunner, make_runner
 
-        if self.backend in ORT_PROVIDERS:
+        if self.backend in ONNX_BACKENDS:
             import onnx
 
             path = folder / f"{hashlib.sha1(spec.key.encode()).hexdigest()[:16]}.onnx"
             onnx.save(layer_onnx(spec), str(path))
-            return OrtRunner(spec.key, path, self.backend, self.threads)
+            return make_runner(Target(spec.key, path, self.backend), self.threads)
         import torch
 
         device = torch.device("cpu" if self.backend == "torch-cpu" else "cuda")
@@ -341,6 +341,10 @@ def machine_facts(backend: str, threads: int) -> dict:
         import onnxruntime as ort
 
         facts["onnxruntime"] = ort.__version__
+    elif backend.startswith("openvino"):
+        import openvino as ov
+
+        facts["openvino"] = ov.__version__
     else:
         import torch
 

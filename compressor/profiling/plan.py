@@ -1,7 +1,7 @@
 """What a run times and compares: one runner per (artifact, backend), and the latency ratios it quotes.
 
 Every artifact is timed on every ``profile.backends`` backend that takes it, interleaved in one process
-(``latency.measure``): ONNX files on the onnxruntime backends, the PyTorch modules on the torch backends
+(``latency.measure``): ONNX files on the onnxruntime and OpenVINO backends, the PyTorch modules on the torch backends
 (CPU ones at ``profile.threads``, like onnxruntime), engines on ``tensorrt``. Ratios compare each pruned
 artifact with its own baseline on the same backend, the stripe graph with both dense exports, and every
 FP16 / INT8 file with the FP32 baseline (``artifacts.comparisons``).
@@ -19,17 +19,17 @@ from .latency import LatencyRatio, LatencyStats, latency_ratios
 
 def runners(cfg: ProfileConfig, files: dict[str, Path], engines: dict[str, Path], models: dict, input_shape: Sequence[int],
             device) -> list:
-    """Runners for every backend of ``cfg``: ``files`` (name -> ONNX) on onnxruntime, ``models`` (side ->
+    """Runners for every backend of ``cfg``: ``files`` (name -> ONNX) on onnxruntime / OpenVINO, ``models`` (side ->
     nn.Module, timed as ``<side>_torch``) on torch, ``engines`` (name -> engine file) on tensorrt."""
     import torch
 
     from ..environment import available_cores
-    from .backends import ORT_PROVIDERS, TORCH_BACKENDS, Target, TensorRTRunner, TorchRunner, make_runner
+    from .backends import ONNX_BACKENDS, TORCH_BACKENDS, Target, TensorRTRunner, TorchRunner, make_runner
 
     threads = cfg.threads or available_cores()
     found = []
     for backend in cfg.backends:
-        if backend in ORT_PROVIDERS:
+        if backend in ONNX_BACKENDS:
             found += [make_runner(Target(name, path, backend), threads) for name, path in files.items()]
         elif backend in TORCH_BACKENDS:
             on = torch.device("cpu") if backend == "torch-cpu" else device

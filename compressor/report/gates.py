@@ -90,7 +90,7 @@ def latency_target_gate(target, profiled: Profiled | None, where: str = "in the 
     the baseline (or its median latency, for an ``ms`` target) within ``tolerance_pct`` of the target.
     ``profiled``: the run's profile stage, or a device's measurement (``compress deploy``)."""
     tolerance = target.tolerance_pct / 100
-    artifact = artifacts.PRUNED_ONNX if target.backend.startswith("onnxruntime") else artifacts.PRUNED_TORCH
+    artifact = artifacts.PRUNED_ONNX if artifacts.times_onnx(target.backend) else artifacts.PRUNED_TORCH
     asked = f"speedup {target.speedup:g}x" if target.speedup is not None else f"{target.ms:g} ms"
     name = f"latency_target[{asked}, {target.backend}, batch {target.batch}]"
     if target.speedup is not None:

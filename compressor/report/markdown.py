@@ -88,9 +88,18 @@ def _latency(r: dict) -> str:
     if "latency_plot" in r["artifacts"]:
         text += f"\n\n![latency and throughput against batch]({r['artifacts']['latency_plot']})"
     first = r["latency"][0]
-    versions = ", ".join(f"{k} {v}" for k, v in first.get("versions", {}).items())
+    per_backend: dict[str, dict] = {}  # the versions of each backend's first row
+    for s in r["latency"]:
+        per_backend.setdefault(s["backend"], s.get("versions", {}))
+    versions = "; ".join(f"{backend}: {_versions(facts)}" for backend, facts in per_backend.items())
     return text + (f"\n\nWarm-up {first['warmup']}, {first['iterations']} timed runs x {first['repeats']} rounds. "
                    f"{versions}")
+
+
+def _versions(facts: dict) -> str:
+    """``onnxruntime 1.32.0, ...``; a nested dict (OpenVINO's compile config) as ``KEY=value`` pairs."""
+    return ", ".join(f"{k} {' '.join(f'{a}={b}' for a, b in v.items()) if isinstance(v, dict) else v}"
+                     for k, v in facts.items())
 
 
 def _deploy(r: dict) -> str:

@@ -2,7 +2,7 @@
 
 Single layers are timed by ``profiling.layer_latency.LayerTimer`` (cached on disk). A candidate plan is timed
 as a whole graph: its channels removed from a CPU copy of the unpruned model, exported as the export stage
-exports (onnxruntime backends: torch's dynamo exporter, the TorchScript exporter where dynamo fails; torch
+exports (onnxruntime and OpenVINO backends: torch's dynamo exporter, the TorchScript exporter where dynamo fails; torch
 backends: the module itself) and timed interleaved with the unpruned graph in one process, the speedup being
 the median over rounds of (baseline round median / candidate round median), as the profile stage reports it.
 Each round runs for about ``ROUND_MS`` of the baseline's time, so that a batch-32 candidate costs seconds, not
@@ -22,7 +22,7 @@ import torch.nn as nn
 
 from ..config import LatencyTarget, ProfileConfig
 from ..errors import ExportError
-from ..profiling.backends import ORT_PROVIDERS, OrtRunner, TorchRunner, torch_threads
+from ..profiling.backends import ONNX_BACKENDS, Target, TorchRunner, make_runner, torch_threads
 from ..profiling.latency import latency_ratios, measure
 from ..profiling.layer_latency import LayerTimer, describe
 
@@ -75,10 +75,10 @@ class WholeGraph:
         self._folder.cleanup()
 
     def _runner(self, model: nn.Module, name: str):
-        if self.backend in ORT_PROVIDERS:
+        if self.backend in ONNX_BACKENDS:
             path = Path(self._folder.name) / f"{name}.onnx"
             self._export(model, path)
-            return OrtRunner(name, path, self.backend, self.threads or torch.get_num_threads())
+            return make_runner(Target(name, path, self.backend), self.threads or torch.get_num_threads())
         device = torch.device("cpu" if self.backend == "torch-cpu" else "cuda")
         return TorchRunner(name, model, self._shape, device, self.backend == "torch-cuda-graph")
 

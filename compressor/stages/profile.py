@@ -15,7 +15,7 @@ from .results import Baseline, Exported, Profiled, deployables, onnx_exports
 def profile(ctx: Context, cfg: ProfileConfig, baseline: Baseline, exported: Exported, models: dict[str, nn.Module],
             title: str) -> Profiled:
     """``models``: side (baseline, pruned) -> PyTorch module, for the torch backends. The torch-cpu rows run at
-    ``profile.threads``, as onnxruntime does."""
+    ``profile.threads``, as onnxruntime and OpenVINO do."""
     from ..profiling.backends import torch_threads
     from ..profiling.latency import measure, write_profile
     from ..profiling.plan import pipeline_ratios, runners

@@ -56,6 +56,21 @@ def test_two_artifacts_side_by_side_default_out(models, tmp_path, monkeypatch):
     assert [(r["artifact"], r["reference"], r["batch"]) for r in data["ratios"]] == [("tiny", "plain", 1), ("tiny", "plain", 2)]
 
 
+@pytest.mark.skipif(backend_problem("openvino-cpu") is not None, reason="openvino is not installed")
+def test_openvino_next_to_onnxruntime(models, tmp_path):
+    out = tmp_path / "out"
+    args = ["profile", str(models["plain"]), "-b", "onnxruntime-cpu,openvino-cpu", "--batch", "1", "2", "--threads", "1",
+            *QUICK, "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "openvino-cpu" in result.output
+    data = json.loads((out / "latency.json").read_text())
+    assert [(s["backend"], s["batch"]) for s in data["stats"]] == [
+        ("onnxruntime-cpu", 1), ("onnxruntime-cpu", 2), ("openvino-cpu", 1), ("openvino-cpu", 2)]
+    assert data["environment"]["versions"]["openvino"] and data["stats"][2]["versions"]["openvino_config"][
+        "INFERENCE_PRECISION_HINT"] == "f32"
+
+
 def test_fixed_batch_file_at_its_batch(models, tmp_path):
     result = CliRunner().invoke(app, ["profile", str(models["fixed"]), "--batch", "2", *QUICK, "--out", str(tmp_path / "o")])
     assert result.exit_code == 0, result.output

@@ -8,7 +8,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 
-HEAVY = ("torch", "torch_pruning", "onnx", "onnxruntime", "numpy")
+HEAVY = ("torch", "torch_pruning", "onnx", "onnxruntime", "openvino", "numpy")
 
 
 def _imported_after(code: str) -> set[str]:

@@ -232,6 +232,18 @@ def test_recipe_backends_are_the_profilers_backends():
     assert set(typing.get_args(Backend)) == set(BACKENDS)
 
 
+def test_openvino_times_the_onnx_files_and_their_variants():
+    recipe = load_recipe(QUICKSTART, ["profile.backends=[onnxruntime-cpu, openvino-cpu]", "export.precisions=[int8]",
+                                      "gates.max_latency_ms=[{batch: 1, p50_ms: 5, backend: openvino-cpu, "
+                                      "artifact: pruned_int8}, {batch: 1, p50_ms: 5, backend: openvino-cpu}]"])
+    assert [g.artifact for g in recipe.gates.max_latency_ms] == ["pruned_int8", "pruned_onnx"]
+    from compressor.errors import RecipeError
+
+    with pytest.raises(RecipeError, match="artifact pruned_torch is not measured on openvino-cpu"):
+        load_recipe(QUICKSTART, ["profile.backends=[openvino-cpu]", "gates.max_latency_ms=[{batch: 1, p50_ms: 5, "
+                                 "backend: openvino-cpu, artifact: pruned_torch}]"])
+
+
 @pytest.mark.parametrize("overrides, expected", [
     (["gates.max_latency_ms=[{batch: 1, p50_ms: 5, artifact: pruned_int8}]"], "pruned_int8 is not measured"),
     (["export.precisions=[int8, int8]"], "int8 listed more than once"),

@@ -9,7 +9,7 @@ import torch
 
 from compressor.errors import ProfilingError
 from compressor.export import export_onnx
-from compressor.profiling import backends
+from compressor.profiling import backends, providers
 from compressor.profiling.backends import (
     BACKENDS,
     available_backends,
@@ -60,10 +60,41 @@ def test_torch_cuda_without_gpu_says_why():
     assert "needs a CUDA GPU" in backend_problem("torch-cuda-graph")
 
 
-def test_provider_listed_means_available(monkeypatch):
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present: the provider may really start")
+def test_provider_listed_but_unable_to_start_is_not_available(monkeypatch):
+    """Bug B3: onnxruntime-gpu on a machine without a GPU (or without the CUDA/cuDNN libraries) lists the CUDA and
+    TensorRT providers, and a session on them silently falls back to CPU. Listing them is not being able to start
+    them: the fail-fast check must say so before a run, not the profile stage after hours of fine-tuning. Simulated
+    here by listing the providers on CPU onnxruntime, whose session on them falls back to CPU just the same."""
     monkeypatch.setattr(onnxruntime, "get_available_providers",
                         lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])
-    assert backend_problem("onnxruntime-tensorrt") is None and backend_problem("onnxruntime-cuda") is None
+    for backend, provider in (("onnxruntime-cuda", "CUDAExecutionProvider"),
+                              ("onnxruntime-tensorrt", "TensorrtExecutionProvider")):
+        problem = backend_problem(backend)
+        assert problem is not None and f"lists {provider} but could not start it" in problem, problem
+        assert "fell back to CPUExecutionProvider" in problem and "GPU" in problem
+        with pytest.raises(ProfilingError, match=f"{backend} is not available here: onnxruntime"):
+            require_backend(backend)
+    assert backend_problem("onnxruntime-cpu") is None
+
+
+def test_provider_listed_and_started_is_available(monkeypatch):
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(providers, "provider_started", lambda chain: chain[0])
+    assert backend_problem("onnxruntime-cuda") is None
+
+
+def test_provider_probe_starts_one_session_per_chain(monkeypatch):
+    sessions = []
+    real = onnxruntime.InferenceSession
+    monkeypatch.setattr(onnxruntime, "InferenceSession", lambda *a, **k: sessions.append(a) or real(*a, **k))
+    providers.provider_started.cache_clear()
+    try:
+        for _ in range(3):
+            assert providers.provider_started(("CPUExecutionProvider",)) == "CPUExecutionProvider"
+    finally:
+        providers.provider_started.cache_clear()
+    assert len(sessions) == 1 and isinstance(sessions[0][0], bytes)  # an in-memory model, no file written
 
 
 @pytest.mark.skipif(ORT_GPU, reason="onnxruntime-gpu is installed: the CUDA provider would really start")
@@ -88,7 +119,7 @@ def test_profile_onnxruntime_refuses_an_unknown_backend(model_onnx):
 
 def test_plan_defaults_and_all(model_onnx):
     assert [t.backend for t in plan_targets([model_onnx], [], [1, 8])] == ["onnxruntime-cpu"]
-    usable = [b for b in backends.ORT_PROVIDERS if backend_problem(b) is None]
+    usable = [b for b in backends.ONNX_BACKENDS if backend_problem(b) is None]
     targets = plan_targets([model_onnx], ["all"], [1])
     assert [t.backend for t in targets] == usable and {t.artifact for t in targets} == {"plain"}
 

@@ -171,3 +171,32 @@ def test_without_an_export_only_the_baseline_is_parity_gated_and_macs_come_from_
     assert set(rows) == {"parity:baseline", "min_macs_reduction_pct"}
     assert rows["min_macs_reduction_pct"].value == round(100 * (1 - 41 / 101), 3)
     assert "PyTorch" in rows["min_macs_reduction_pct"].detail
+
+
+def test_latency_target_on_openvino_reads_the_pruned_onnx_ratio():
+    """openvino-cpu times the ONNX files: the target's gate reads pruned_onnx there, not pruned_torch."""
+    from compressor.report.gates import latency_target_gate
+
+    run = results()
+    ratio = NS(artifact="pruned_onnx", backend="openvino-cpu", batch=1, speedup=2.1, spread=0.02)
+    run.profiled = NS(stats=(), ratios=(NS(artifact="pruned_torch", backend="openvino-cpu", batch=1, speedup=9.0,
+                                           spread=0.0), ratio))
+    target = NS(speedup=2.0, ms=None, tolerance_pct=5.0, backend="openvino-cpu", batch=1)
+    row = latency_target_gate(target, run)
+    assert row.value == 2.1 and row.passed and "pruned_onnx against its baseline" in row.detail
+
+
+def test_markdown_latency_names_the_versions_of_every_backend():
+    import json
+
+    from compressor.report.markdown import _latency
+
+    row = {"artifact": "pruned_onnx", "batch": 1, "threads": 1, "p50_ms": 1.0, "p90_ms": 1.1, "p99_ms": 1.2,
+           "throughput": 1000.0, "warmup": 2, "iterations": 5, "repeats": 3}
+    report = {"latency": [{**row, "backend": "onnxruntime-cpu", "versions": {"onnxruntime": "1.32.0"}},
+                          {**row, "backend": "openvino-cpu", "versions": {
+                              "openvino": "2026.4.1", "openvino_config": {"INFERENCE_PRECISION_HINT": "f32"}}}],
+              "latency_ratios": [], "artifacts": {}}
+    text = _latency(json.loads(json.dumps(report)))
+    assert "onnxruntime-cpu: onnxruntime 1.32.0; openvino-cpu: openvino 2026.4.1, openvino_config " \
+           "INFERENCE_PRECISION_HINT=f32" in text
