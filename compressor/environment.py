@@ -30,6 +30,14 @@ def available_cores() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+def cache_dir(name: str) -> Path:
+    """compressor's cache folder ``name``: $COMPRESSOR_CACHE/<name>, else $XDG_CACHE_HOME/compressor/<name>, else
+    ~/.cache/compressor/<name> (not created here)."""
+    if os.environ.get("COMPRESSOR_CACHE"):
+        return Path(os.environ["COMPRESSOR_CACHE"]) / name
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "compressor" / name
+
+
 def cpu_name() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as info:

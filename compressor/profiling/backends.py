@@ -82,11 +82,9 @@ def backend_problem(name: str) -> str | None:
         return None
     if name in TORCH_BACKENDS:
         return _cuda_problem()
-    from ..export.tensorrt import INSTALL_HINT, tensorrt_available
+    from ..export.tensorrt import tensorrt_problem
 
-    if tensorrt_available() is None:
-        return f"needs TensorRT: pip install 'compressor[trt]' ({INSTALL_HINT})"
-    return _cuda_problem()
+    return tensorrt_problem("it") or _cuda_problem()  # not installed, or missing libraries
 
 
 def check_backend_name(name: str) -> str:
@@ -206,7 +204,9 @@ def ort_session(path: Path, backend: str, threads: int):
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
-    chain = _PROVIDER_CHAINS[provider]
+    from .providers import session_providers
+
+    chain = session_providers(_PROVIDER_CHAINS[provider], Path(path))
     try:
         session = ort.InferenceSession(str(path), options, providers=chain)
     except Exception as exc:  # noqa: BLE001

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import statistics
 import tempfile
 from collections.abc import Iterable
@@ -205,10 +204,9 @@ def _conv_node(spec: LayerSpec, source: str, output: str, prefix: str, inits: li
 
 def default_cache() -> Path:
     """$COMPRESSOR_CACHE/latency, else $XDG_CACHE_HOME/compressor/latency, else ~/.cache/compressor/latency."""
-    if os.environ.get("COMPRESSOR_CACHE"):
-        return Path(os.environ["COMPRESSOR_CACHE"]) / "latency"
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "compressor" / "latency"
+    from ..environment import cache_dir
+
+    return cache_dir("latency")
 
 
 class LayerTimer:

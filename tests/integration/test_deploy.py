@@ -52,20 +52,36 @@ def sshd(tmp_path_factory):
     server.process.wait(timeout=10)
 
 
-def test_deploy_here_writes_the_device_folder_and_a_report_section(run_copy):
-    result = invoke("deploy", str(run_copy), "--name", "edge-box")
+OPENVINO_GATE = "gates.max_latency_ms=[{backend: openvino-cpu, batch: 4, p50_ms: 500}]"
+
+
+def test_deploy_here_on_onnxruntime_and_openvino_writes_the_device_folder_and_a_report_section(run_copy):
+    pytest.importorskip("openvino", reason="openvino is not installed (pip install 'compressor[openvino]')")
+    result = invoke("deploy", str(run_copy), "--name", "edge-box", "--backend", "onnxruntime-cpu,openvino-cpu",
+                    "--set", OPENVINO_GATE)
     assert result.exit_code == 0, result.output
     folder = run_copy / "device" / "edge-box"
     assert {p.name for p in folder.iterdir()} >= {"device.json", "latency.json", "env.json", "report.md"}
     assert not list((run_copy / "device").glob(".*")), "no staging folder is left behind"
     summary = json.loads((folder / "device.json").read_text())
-    assert summary["passed"] and [g["name"] for g in summary["gates"]] == ["max_latency_ms[onnxruntime-cpu, batch 1]"]
-    rows = {(s["artifact"], s["batch"]) for s in summary["latency"]}
-    assert rows == {(a, b) for a in ("baseline_onnx", "pruned_onnx") for b in (1, 4)}
+    assert summary["passed"] and [g["name"] for g in summary["gates"]] == [
+        "max_latency_ms[openvino-cpu, batch 4]", "parity:baseline_onnx@openvino-cpu", "parity:pruned_onnx@openvino-cpu"]
+    rows = {(s["artifact"], s["backend"], s["batch"]) for s in summary["latency"]}
+    assert rows == {(a, b, n) for a in ("baseline_onnx", "pruned_onnx") for b in ("onnxruntime-cpu", "openvino-cpu")
+                    for n in (1, 4)}
+    assert all(p["max_abs_diff"] <= p["limit"] for p in summary["parity"])
     report = json.loads((run_copy / "report.json").read_text())
     assert report["devices"]["edge-box"]["gates"] == summary["gates"] and report["passed"] is True
     text = (run_copy / "report.md").read_text()
-    assert "## Devices" in text and "| run host | edge-box |" in text
+    assert "## Devices" in text and "| run host | edge-box |" in text and "| pruned_onnx | openvino-cpu | 4 | - |" in text
+
+
+def test_deploy_without_backends_uses_the_recipes_and_its_gates(run_copy):
+    result = invoke("deploy", str(run_copy), "--name", "plain")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((run_copy / "device" / "plain" / "device.json").read_text())
+    assert summary["backends"] == ["onnxruntime-cpu"] and summary["parity"] == []
+    assert [g["name"] for g in summary["gates"]] == ["max_latency_ms[onnxruntime-cpu, batch 1]"]
 
 
 def test_a_latency_gate_missed_on_the_device_only_exits_one(run_copy):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import onnx
 import onnxruntime
 import pytest
@@ -155,8 +157,41 @@ def test_plan_rejects(model_onnx, tmp_path, make, backend_names, message):
 @pytest.mark.skipif(backend_problem("tensorrt") is None, reason="TensorRT and a GPU are present")
 def test_engine_without_tensorrt_gives_the_install_hint(tmp_path):
     engine = _write(tmp_path / "model.engine", b"not really an engine")
-    with pytest.raises(ProfilingError, match=r"tensorrt is not available here: needs TensorRT: pip install 'compressor\[trt\]'"):
+    with pytest.raises(ProfilingError, match=r"tensorrt is not available here: it needs the Python package 'tensorrt'.*"
+                                             r"pip install 'compressor\[trt\]'"):
         plan_targets([engine], [], [1])
+
+
+def test_tensorrt_bindings_without_their_libraries_are_named_not_called_missing(monkeypatch):
+    """B5 on the profiling side: the backend check says what the export check says (the real bindings' case is in
+    tests/unit/export/test_tensorrt_bindings.py)."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_parser_library(name, *args, **kwargs):
+        if name == "tensorrt":
+            raise ImportError("libnvonnxparser.so.10: cannot open shared object file: No such file or directory")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.delitem(sys.modules, "tensorrt", raising=False)
+    monkeypatch.setattr(builtins, "__import__", no_parser_library)
+    problem = backend_problem("tensorrt")
+    assert "libnvonnxparser.so.10" in problem and "not installed" not in problem
+
+
+def test_the_tensorrt_provider_gets_precision_and_engine_cache_options(tmp_path, monkeypatch):
+    from compressor.profiling.providers import session_providers
+
+    monkeypatch.setenv("COMPRESSOR_CACHE", str(tmp_path))
+    chain = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    for name, fp16, int8 in (("model.onnx", "False", "False"), ("model.fp16.onnx", "True", "False"),
+                             ("model.int8.onnx", "False", "True"), ("model.int8.tensorrt.onnx", "False", "True")):
+        (trt, options), *rest = session_providers(chain, tmp_path / name)
+        assert trt == "TensorrtExecutionProvider" and rest == chain[1:]
+        assert (options["trt_fp16_enable"], options["trt_int8_enable"]) == (fp16, int8)
+        assert options["trt_engine_cache_path"] == str(tmp_path / "ort-tensorrt") and options["trt_engine_cache_enable"] == "True"
+    assert session_providers(["CPUExecutionProvider"], tmp_path / "model.onnx") == ["CPUExecutionProvider"]
 
 
 def _write(path, data: bytes):
