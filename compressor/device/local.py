@@ -62,7 +62,7 @@ def deploy(run_dir: Path, options: DeployOptions = DeployOptions()) -> DeviceRes
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
-        summary = _measure(run, name, backends, options, staging)
+        summary = _measure(run, name, backends, staging)
         summary["skipped_backends"] = skipped
         folder = _publish(staging, run.layout.device(name), summary)
     except BaseException:
@@ -85,14 +85,10 @@ def check_backends(backends: list[str]) -> None:
     from ..profiling.backends import require_backend
 
     for backend in backends:
-        require_backend(backend)
-    if "tensorrt" in backends:
-        from ..export.tensorrt import require_tensorrt
-
-        require_tensorrt("compress deploy --backend tensorrt")
+        require_backend(backend)  # tensorrt: a TensorRT that loads, and a CUDA GPU
 
 
-def _measure(run: FinishedRun, name: str, backends: list[str], options: DeployOptions, staging: Path) -> dict:
+def _measure(run: FinishedRun, name: str, backends: list[str], staging: Path) -> dict:
     from ..profiling.latency import write_profile
     from ..stages.results import Profiled
     from .engines import build_device_engines
@@ -130,8 +126,10 @@ def _publish(staging: Path, folder: Path, summary: dict) -> Path:
     from ..report.devices import render_device
     from .record import device_environment
 
+    env = device_environment()
     summary["folder"] = f"{folder.parent.name}/{folder.name}"
-    write_json(staging / "env.json", device_environment())
+    summary["host"] = {key: env.get(key) for key in ("host", "cpu", "gpu", "machine", "platform")}
+    write_json(staging / "env.json", env)
     write_text(staging / "report.md", render_device(summary) + "\n")
     write_json(staging / "device.json", summary)
     if folder.exists():

@@ -12,7 +12,7 @@ def devices_section(r: dict) -> str:
     devices = r.get("devices") or {}
     if not devices:
         return ""
-    lines = [f"- **{name}**: {_verdict(d)}; backends {', '.join(d['backends'])}; `{d['folder']}/`"
+    lines = [f"- **{name}** ({_machine(d)}): {_verdict(d)}; backends {', '.join(d['backends'])}; `{d['folder']}/`"
              + (f"; not evaluated here: {', '.join(d['gates_not_here'])}" if d.get("gates_not_here") else "")
              for name, d in devices.items()]
     text = "## Devices\n\nMeasured on each target with `compress deploy` (engines built there).\n\n" + "\n".join(lines)
@@ -33,7 +33,8 @@ def render_device(d: dict) -> str:
     """One device's report.md: its verdict, gates, latency and parity."""
     from .markdown import table
 
-    text = f"# compress deploy on {d['name']} ({_verdict(d)})\n\nBackends: {', '.join(d['backends'])}."
+    text = (f"# compress deploy on {d['name']} ({_verdict(d)})\n\n{_machine(d)}; backends: {', '.join(d['backends'])}; "
+            f"{d['created']}.")
     if d["gates"]:
         text += "\n\n## Gates\n\n" + table(["gate", "limit", "value", "result", "how measured"],
                                            [[g["name"], f"{g['limit']:.4g}", g["value"],
@@ -46,6 +47,11 @@ def render_device(d: dict) -> str:
             ["artifact", "backend", "max abs diff", "limit"],
             [[p["artifact"], p["backend"], p["max_abs_diff"], p["limit"]] for p in d["parity"]])
     return text
+
+
+def _machine(d: dict) -> str:
+    host = d.get("host") or {}
+    return ", ".join(str(v) for v in (host.get("gpu"), host.get("cpu"), host.get("machine")) if v) or "unknown machine"
 
 
 def _verdict(d: dict) -> str:

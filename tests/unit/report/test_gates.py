@@ -182,7 +182,7 @@ def test_latency_target_on_openvino_reads_the_pruned_onnx_ratio():
     run.profiled = NS(stats=(), ratios=(NS(artifact="pruned_torch", backend="openvino-cpu", batch=1, speedup=9.0,
                                            spread=0.0), ratio))
     target = NS(speedup=2.0, ms=None, tolerance_pct=5.0, backend="openvino-cpu", batch=1)
-    row = latency_target_gate(target, run)
+    row = latency_target_gate(target, run.profiled)
     assert row.value == 2.1 and row.passed and "pruned_onnx against its baseline" in row.detail
 
 
