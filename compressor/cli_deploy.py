@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -68,7 +69,7 @@ def _print(result, run_dir: Path) -> None:
 
     from .artifacts import RunLayout
 
-    console = Console(highlight=False)
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)  # piped / over ssh: no wrapping
     summary = result.summary
     for gate in summary["gates"]:
         mark = "[green]pass[/green]" if gate["passed"] else "[red]FAIL[/red]"

@@ -97,14 +97,16 @@ def latency_target_gate(target, profiled: Profiled | None, where: str = "in the 
         limit = target.speedup * (1 - tolerance)
         for r in profiled.ratios if profiled else ():
             if r.artifact == artifact and r.backend == target.backend and r.batch == target.batch:
-                return gate(name, round(limit, 4), round(r.speedup, 4), r.speedup >= limit,
+                value, limit = round(r.speedup, 4), round(limit, 4)  # the verdict is on the figures shown
+                return gate(name, limit, value, value >= limit,
                             f"{artifact} against its baseline, side by side {where} (median of round "
                             f"ratios, spread {r.spread:.1%}); at least the target minus {target.tolerance_pct:g}%")
     else:
         limit = target.ms * (1 + tolerance)
         for s in profiled.stats if profiled else ():
             if s.artifact == artifact and s.backend == target.backend and s.batch == target.batch:
-                return gate(name, round(limit, 4), round(s.p50_ms, 4), s.p50_ms <= limit,
+                value, limit = round(s.p50_ms, 4), round(limit, 4)
+                return gate(name, limit, value, value <= limit,
                             f"median latency of {artifact} {where}; at most the target plus "
                             f"{target.tolerance_pct:g}%")
     return gate(name, 0.0, None, False, f"not measured: no {artifact} figure on {target.backend} at batch {target.batch}")
