@@ -22,7 +22,9 @@ def devices_section(r: dict) -> str:
     speedups = _speedups(r, devices)
     if speedups:
         text += "\n\nSpeedup against the baseline, side by side in one process on each machine:\n\n" + speedups
-    gates = [[name, g["name"], f"{g['limit']:.4g}", g["value"], "pass" if g["passed"] else "**FAIL**"]
+    from .markdown import gate_value
+
+    gates = [[name, g["name"], f"{g['limit']:.4g}", gate_value(g), "pass" if g["passed"] else "**FAIL**"]
              for name, d in devices.items() for g in d["gates"]]
     if gates:
         text += "\n\n" + table(["device", "gate", "limit", "value", "result"], gates)
@@ -31,13 +33,13 @@ def devices_section(r: dict) -> str:
 
 def render_device(d: dict) -> str:
     """One device's report.md: its verdict, gates, latency and parity."""
-    from .markdown import table
+    from .markdown import gate_value, table
 
     text = (f"# compress deploy on {d['name']} ({_verdict(d)})\n\n{_machine(d)}; backends: {', '.join(d['backends'])}; "
             f"{d['created']}.")
     if d["gates"]:
         text += "\n\n## Gates\n\n" + table(["gate", "limit", "value", "result", "how measured"],
-                                           [[g["name"], f"{g['limit']:.4g}", g["value"],
+                                           [[g["name"], f"{g['limit']:.4g}", gate_value(g),
                                              "pass" if g["passed"] else "**FAIL**", g["detail"]] for g in d["gates"]])
     text += "\n\n## Latency\n\n" + table(["artifact", "backend", "batch", "threads", "p50 ms", "p90 ms", "images/s"],
                                          [[s["artifact"], s["backend"], s["batch"], s["threads"], s["p50_ms"],

@@ -25,6 +25,11 @@ def _cell(value) -> str:
     return str(value).replace("|", "\\|")  # a bare | (as in max |a - b|) would end the cell
 
 
+def gate_value(g: dict) -> str:
+    """A gate's value with the limit's precision: 1.4249 against a limit of 1.425 must not read 1.42."""
+    return "-" if g["value"] is None else f"{g['value']:.4g}"
+
+
 def _header(r: dict) -> str:
     verdict = "PASSED" if r["passed"] else "FAILED"
     opts = ", ".join(f"{k}={v}" for k, v in r["method"]["options"].items() if k != "name")
@@ -57,7 +62,7 @@ def _delta(new, old) -> str:
 def _gates(r: dict) -> str:
     if not r["gates"]:
         return "## Gates\n\nNo gates configured."
-    rows = [[g["name"], f"{g['limit']:.4g}", g["value"], "pass" if g["passed"] else "**FAIL**", g["detail"]]
+    rows = [[g["name"], f"{g['limit']:.4g}", gate_value(g), "pass" if g["passed"] else "**FAIL**", g["detail"]]
             for g in r["gates"]]  # 4 significant digits: a parity limit such as 0.01134 is not 0.01
     return "## Gates\n\n" + table(["gate", "limit", "value", "result", "how measured"], rows)
 
