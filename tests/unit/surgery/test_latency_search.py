@@ -103,10 +103,10 @@ def test_the_loop_corrects_the_model_until_the_measured_speedup_is_within_tolera
     layout, model, rounding, value, select = setup()
     oracle = FakeOracle(layout)
     found = plan_for_latency(layout.plans, model, rounding, value, oracle, goal(allocation=allocation), select)
-    assert found.speedup == pytest.approx(1.5, rel=0.05)
-    assert abs(found.speedup / 1.5 - 1) <= 0.05
+    assert 1.5 <= found.speedup <= 1.5 * 1.05  # aimed at target + half the tolerance: the gate's noise margin
     assert 1 < len(found.trials) <= 8  # the model alone is off (overhead, 1.3x): at least one correction
-    assert found.trials[0]["predicted_speedup"] == pytest.approx(1.5, rel=0.01)  # round 1: the model's own answer
+    aim = 1.5 * 1.025
+    assert aim <= found.trials[0]["predicted_speedup"] <= aim * 1.04  # round 1: the model's own answer, rounded up
     assert oracle.measured == len(found.trials)
 
 
