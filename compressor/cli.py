@@ -18,6 +18,7 @@ from .cli_deploy import deploy
 from .errors import CompressorError, UsageError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  context_settings={"help_option_names": ["-h", "--help"]},
                   help="Prune a trained CNN, fine-tune, export to ONNX, profile, and gate the result.")
 
 RecipeArg = Annotated[Path, typer.Argument(help="Recipe YAML file.", show_default=False)]
@@ -337,7 +338,8 @@ def _print_summary(report: dict, out_dir: Path) -> None:
     console.print(table)
     for gate in report["gates"]:
         mark = "[green]pass[/green]" if gate["passed"] else "[red]FAIL[/red]"
-        console.print(f"  gate {escape(gate['name'])}: {mark} (value {gate['value']}, limit {gate['limit']})")
+        value = "-" if gate["value"] is None else f"{gate['value']:.4g}"
+        console.print(f"  gate {escape(gate['name'])}: {mark} (value {value}, limit {gate['limit']:.4g})")
     missed = [g for g in report["gates"] if not g["passed"]]
     if missed:  # what CI needs to see when the job fails
         failed = Table("gate", "limit", "value", "how measured", title="gates missed", title_style="bold red")
@@ -351,7 +353,21 @@ def _print_summary(report: dict, out_dir: Path) -> None:
 app.command()(deploy)
 
 
+def _spaced_set(argv: list[str]) -> str | None:
+    """``--set key value`` (a space instead of ``=``): the hint typer's "unexpected extra argument" does not give."""
+    for i, word in enumerate(argv[:-2]):
+        key, value = argv[i + 1], argv[i + 2]
+        if word == "--set" and "=" not in key and not value.startswith("-") and not value.endswith((".yaml", ".yml")):
+            return (f"--set takes key.path=value as one word: use --set {key}={value} (not --set {key} {value}); "
+                    "quote it when the value has spaces")
+    return None
+
+
 def main() -> None:
+    hint = _spaced_set(sys.argv[1:])
+    if hint:
+        print(f"error: {hint}", file=sys.stderr)
+        sys.exit(2)
     try:
         app()
     except KeyboardInterrupt:

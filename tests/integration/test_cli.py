@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -142,3 +145,27 @@ def test_precision_variants_and_every_cpu_backend_in_one_run(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = (out / "report.md").read_text()
     assert "## Precision variants" in text and "](profile/latency.png)" in text
+
+
+def test_console_gate_lines_round_to_the_limit_precision(quickstart_run):
+    result, _ = quickstart_run
+    lines = [line for line in result.output.splitlines() if line.strip().startswith("gate ")]
+    assert lines and not any(re.search(r"\d\.\d{6,}", line) for line in lines), lines  # not 6.67572021484375e-06
+
+
+def test_short_help_option_and_version():
+    assert CliRunner().invoke(app, ["-h"]).exit_code == 0
+    assert "--backend" in CliRunner().invoke(app, ["deploy", "-h"]).output
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.startswith("compressor ")
+
+
+def test_set_with_a_space_gets_a_one_line_hint():
+    from compressor.cli import _spaced_set
+
+    assert "use --set finetune.epochs=3" in _spaced_set(["run", "r.yaml", "--set", "finetune.epochs", "3"])
+    assert _spaced_set(["run", "--set", "finetune.epochs=3", "r.yaml"]) is None
+    assert _spaced_set(["run", "--set", "finetune.epochs", "r.yaml"]) is None  # left to the recipe's own error
+    proc = subprocess.run([sys.executable, "-m", "compressor", "run", str(QUICKSTART), "--set", "finetune.epochs", "3"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "--set finetune.epochs=3" in proc.stderr
