@@ -305,9 +305,11 @@ def _print_table(headers: list[str], rows: list[tuple]) -> None:
     from rich.table import Table
 
     table = Table(*headers, show_lines=False)
+    for header in table.columns:
+        header.overflow = "fold"  # wrap long names instead of cutting them with an ellipsis
     for row in rows:
         table.add_row(*row)
-    Console().print(table)
+    Console(width=None if sys.stdout.isatty() else 200).print(table)  # piped: one line per row where it fits
 
 
 def _print_summary(report: dict, out_dir: Path) -> None:

@@ -44,7 +44,8 @@ def format_validation_error(err: dict) -> str:
     if kind == "union_tag_invalid":
         ctx = err.get("ctx", {})
         key = str(ctx.get("discriminator", "kind")).strip("'")
-        return f"{field}.{key}: unknown {key} {ctx.get('tag')!r}; expected one of {ctx.get('expected_tags')}"
+        tags = [t.strip().strip("'") for t in str(ctx.get("expected_tags", "")).split(",") if t.strip()]
+        return f"{field}.{key}: unknown {key} {ctx.get('tag')!r}" + did_you_mean(str(ctx.get("tag")), tags, limit=20)
     if kind == "union_tag_not_found":
         key = str(err.get("ctx", {}).get("discriminator", "kind")).strip("'")
         return f"{field}.{key}: required field is missing (it says which kind of entry this is)"

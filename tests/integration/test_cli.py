@@ -169,3 +169,8 @@ def test_set_with_a_space_gets_a_one_line_hint():
     proc = subprocess.run([sys.executable, "-m", "compressor", "run", str(QUICKSTART), "--set", "finetune.epochs", "3"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "--set finetune.epochs=3" in proc.stderr
+
+
+def test_tables_are_not_cut_when_piped():
+    output = CliRunner().invoke(app, ["models"]).output
+    assert "…" not in output and "akamaster/pytorch_resnet_cifar10" in output

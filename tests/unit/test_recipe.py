@@ -49,6 +49,16 @@ def test_unknown_key_names_field_and_suggests(tmp_path):
     assert "finetune.epoch: unknown field" in msg and "did you mean 'epochs'" in msg
 
 
+def test_a_misspelt_method_or_data_format_gets_did_you_mean(tmp_path):
+    data = base()
+    data["method"] = {"name": "l11"}
+    msg = error_of(tmp_path, data)
+    assert "method.name: unknown name 'l11' (did you mean 'l1'?" in msg and "hrank" in msg
+    data = base()
+    data["data"]["train"]["format"] = "synthetc"
+    assert "did you mean 'synthetic'?" in error_of(tmp_path, data)
+
+
 def test_unknown_key_inside_union_member_lists_that_members_fields(tmp_path):
     data = base()
     data["data"]["train"]["nmu_images"] = 5
