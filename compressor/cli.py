@@ -221,9 +221,9 @@ def profile(
         batch: Annotated[Optional[list[str]], typer.Option(
             "--batch", help="Batch sizes: --batch 1 8 32, --batch 1,8,32 or --batch 1 --batch 8 (default: 1 8 32).",
             show_default=False)] = None,
-        threads: Annotated[Optional[int], typer.Option(
-            "--threads", min=1, help="Intra-op threads of onnxruntime and OpenVINO (default: every core this process may use).",
-            show_default=False)] = None,
+        threads: Annotated[int, typer.Option(
+            "--threads", min=0, help="Intra-op threads of onnxruntime and OpenVINO: 1 (default) as recipes' profile.threads, "
+            "so the numbers match a run's report; 0 = every core this process may use.")] = 1,
         warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed runs per artifact, backend and batch.")] = 10,
         iterations: Annotated[int, typer.Option("--iterations", min=1, help="Timed runs per round.")] = 50,
         repeats: Annotated[int, typer.Option("--repeats", min=1, help="Interleaved rounds.")] = 5,
@@ -242,7 +242,7 @@ def profile(
             from .errors import OutputDirError
 
             raise OutputDirError(f"--out {out_dir}: exists and is not a folder")
-        stats = profile_targets(targets, batches, threads, warmup, iterations, repeats)
+        stats = profile_targets(targets, batches, threads or None, warmup, iterations, repeats)
         written = write_profile(stats, out_dir)
     _print_latency(stats, written)
 

@@ -122,9 +122,10 @@ def latency_gate(limit: LatencyGate, profiled: Profiled | None) -> GateResult:
             value = statistics.median(stats.round_p50_ms) if stats.round_p50_ms else stats.p50_ms
             spread = _spread(stats.round_p50_ms)
             marginal = abs(value - limit.p50_ms) <= spread * value / 2
+            threads = f"{stats.threads} thread" + ("s" if stats.threads != 1 else "")
             return gate(name, limit.p50_ms, round(value, 4), value <= limit.p50_ms,
                         f"median of {stats.repeats} interleaved round medians x {stats.iterations} runs, "
-                        f"{stats.threads} threads, {stats.device}; round medians spread {spread:.1%}"
+                        f"{threads}, {stats.device}; round medians spread {spread:.1%}"
                         + ("; MARGINAL: the limit lies within the measurement noise" if marginal else ""))
     return gate(name, limit.p50_ms, None, False, f"not measured: no {limit.artifact} figure on {limit.backend} at batch "
                 f"{limit.batch} (is profiling enabled and the batch in profile.batch_sizes?)")

@@ -47,7 +47,7 @@ def test_profile_writes_table_json_and_png(models, tmp_path):
 
 def test_two_artifacts_side_by_side_default_out(models, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    args = ["profile", str(models["plain"]), str(models["tiny"]), "--batch", "1,2", "--threads", "1", *QUICK]
+    args = ["profile", str(models["plain"]), str(models["tiny"]), "--batch", "1,2", *QUICK]  # 1 thread by default
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "vs first" in result.output and "tiny" in result.output

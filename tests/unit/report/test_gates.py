@@ -113,7 +113,7 @@ def test_latency_gate_takes_the_median_of_round_medians_not_the_pooled_p50():
     cfg = GatesConfig(max_latency_ms=[{"batch": 1, "p50_ms": 1.5}])
     row = by_name(evaluate_gates(cfg, ExportConfig(), results(p50=2.0, rounds=(1.0, 5.0, 1.1))))
     gate = row["max_latency_ms[onnxruntime-cpu, batch 1]"]
-    assert gate.value == 1.1 and gate.passed
+    assert gate.value == 1.1 and gate.passed and "1 thread, cpu" in gate.detail
     single = by_name(evaluate_gates(cfg, ExportConfig(), results(p50=1.2, rounds=(1.9, 2.0, 2.1))))
     assert single["max_latency_ms[onnxruntime-cpu, batch 1]"].value == 2.0  # the rounds decide, not p50_ms
 
