@@ -109,15 +109,10 @@ def _measure(run: FinishedRun, name: str, backends: list[str], staging: Path) ->
 
 
 def _profile(run: FinishedRun, backends: list[str], engines: dict[str, Path]) -> tuple[list, list]:
-    from ..profiling.backends import torch_threads
-    from ..profiling.latency import measure
-    from ..profiling.plan import pipeline_ratios, runners
+    from ..profiling.plan import measure_plan
 
     cfg = run.recipe.profile.model_copy(update={"backends": backends})
-    with torch_threads(cfg.threads):
-        stats = measure(runners(cfg, run.files, engines, {}, run.input_shape, None), cfg.batch_sizes, cfg.warmup,
-                        cfg.iterations, cfg.repeats)
-    return stats, pipeline_ratios(stats)
+    return measure_plan(cfg, run.files, engines, {}, run.input_shape, None)
 
 
 def _publish(staging: Path, folder: Path, summary: dict) -> Path:

@@ -40,6 +40,19 @@ def runners(cfg: ProfileConfig, files: dict[str, Path], engines: dict[str, Path]
     return found
 
 
+def measure_plan(cfg: ProfileConfig, files: dict[str, Path], engines: dict[str, Path], models: dict,
+                 input_shape: Sequence[int], device) -> tuple[list[LatencyStats], list[LatencyRatio]]:
+    """Every runner of :func:`runners`, measured interleaved with torch's pool at ``profile.threads``, and the
+    ratios of :func:`pipeline_ratios` (the profile stage and ``compress deploy`` measure the same way)."""
+    from . import latency  # looked up at call time, as the stage always did (tests stand in for measure)
+    from .backends import torch_threads
+
+    with torch_threads(cfg.threads):
+        stats = latency.measure(runners(cfg, files, engines, models, input_shape, device), cfg.batch_sizes, cfg.warmup,
+                        cfg.iterations, cfg.repeats)
+    return stats, pipeline_ratios(stats)
+
+
 def pipeline_ratios(stats: Sequence[LatencyStats]) -> list[LatencyRatio]:
     """Every pair of ``artifacts.comparisons`` measured on the same backend, backend by backend."""
     pairs = artifacts.comparisons(s.artifact for s in stats)

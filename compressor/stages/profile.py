@@ -16,15 +16,11 @@ def profile(ctx: Context, cfg: ProfileConfig, baseline: Baseline, exported: Expo
             title: str) -> Profiled:
     """``models``: side (baseline, pruned) -> PyTorch module, for the torch backends. The torch-cpu rows run at
     ``profile.threads``, as onnxruntime and OpenVINO do."""
-    from ..profiling.backends import torch_threads
-    from ..profiling.latency import measure, write_profile
-    from ..profiling.plan import pipeline_ratios, runners
+    from ..profiling.latency import write_profile
+    from ..profiling.plan import measure_plan
 
     files, engines = _files(baseline, exported)
-    with torch_threads(cfg.threads):
-        stats = measure(runners(cfg, files, engines, models, ctx.inputs.input_shape, ctx.device), cfg.batch_sizes,
-                        cfg.warmup, cfg.iterations, cfg.repeats)
-    ratios = pipeline_ratios(stats)
+    stats, ratios = measure_plan(cfg, files, engines, models, ctx.inputs.input_shape, ctx.device)
     write_profile(stats, ctx.layout.profile, title=title, ratios=ratios)
     return Profiled(stats=tuple(stats), ratios=tuple(ratios))
 
