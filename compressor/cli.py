@@ -338,10 +338,7 @@ def _print_summary(report: dict, out_dir: Path) -> None:
         table.add_row(label, "1.00x", f"{ratio['ratio']:.2f}x ({ratio['speedup']:.2f}x faster)")
     console = Console()
     console.print(table)
-    for gate in report["gates"]:
-        mark = "[green]pass[/green]" if gate["passed"] else "[red]FAIL[/red]"
-        value = "-" if gate["value"] is None else f"{gate['value']:.4g}"
-        console.print(f"  gate {escape(gate['name'])}: {mark} (value {value}, limit {gate['limit']:.4g})")
+    print_gates(console, report["gates"])
     missed = [g for g in report["gates"] if not g["passed"]]
     if missed:  # what CI needs to see when the job fails
         failed = Table("gate", "limit", "value", "how measured", title="gates missed", title_style="bold red")
@@ -363,6 +360,16 @@ def _spaced_set(argv: list[str]) -> str | None:
             return (f"--set takes key.path=value as one word: use --set {key}={value} (not --set {key} {value}); "
                     "quote it when the value has spaces")
     return None
+
+
+def print_gates(console, gates: list[dict]) -> None:
+    """One line per gate, values with the limit's precision (``compress run`` and ``compress deploy``)."""
+    from rich.markup import escape
+
+    for gate in gates:
+        mark = "[green]pass[/green]" if gate["passed"] else "[red]FAIL[/red]"
+        value = "-" if gate["value"] is None else f"{gate['value']:.4g}"
+        console.print(f"  gate {escape(gate['name'])}: {mark} (value {value}, limit {gate['limit']:.4g})")
 
 
 def main() -> None:

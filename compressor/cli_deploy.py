@@ -68,13 +68,11 @@ def _print(result, run_dir: Path) -> None:
     from rich.markup import escape
 
     from .artifacts import RunLayout
+    from .cli import print_gates
 
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)  # piped / over ssh: no wrapping
     summary = result.summary
-    for gate in summary["gates"]:
-        mark = "[green]pass[/green]" if gate["passed"] else "[red]FAIL[/red]"
-        value = "-" if gate["value"] is None else f"{gate['value']:.4g}"
-        console.print(f"  gate {escape(gate['name'])}: {mark} (value {value}, limit {gate['limit']:.4g})")
+    print_gates(console, summary["gates"])
     for name in summary.get("gates_not_here", []):
         console.print(f"  gate {escape(name)}: not evaluated here (backend not measured on {result.name})")
     verdict = "[green]PASSED[/green]" if result.passed else "[red]FAILED[/red]"
