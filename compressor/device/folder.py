@@ -22,9 +22,6 @@ OVERRIDABLE = ("gates.", "profile.", "export.tensorrt.")
 ONNX_NAMES = (artifacts.BASELINE_ONNX, artifacts.PRUNED_ONNX, artifacts.STRIPE_ONNX)
 
 
-TORCH_BACKENDS = ("torch-cpu", "torch-cuda", "torch-cuda-graph")
-
-
 @dataclass(frozen=True)
 class FinishedRun:
     layout: RunLayout
@@ -73,7 +70,7 @@ def open_run(run_dir: Path, overrides: list[str] | tuple[str, ...] = (), backend
 
 def device_backends(recipe_backends, asked: tuple[str, ...]) -> tuple[list[str], dict[str, str]]:
     """(backends to measure on the device, the recipe's backends left out -> why)."""
-    from ..profiling.backends import check_backend_name
+    from ..profiling.backends import TORCH_BACKENDS, check_backend_name
 
     if asked:
         for name in asked:
@@ -89,6 +86,24 @@ def device_backends(recipe_backends, asked: tuple[str, ...]) -> tuple[list[str],
         raise UsageError(f"the recipe profiles only {', '.join(skipped)}, which time the PyTorch module; name the "
                          "device's backends with --backend (e.g. --backend onnxruntime-cpu)")
     return chosen, skipped
+
+
+def staging_folder(folder: Path) -> Path:
+    """Where ``device/<name>/`` is assembled before :func:`publish` renames it into place."""
+    return folder.with_name(f".{folder.name}.partial")
+
+
+def publish(staging: Path, folder: Path) -> Path:
+    """``staging`` becomes ``folder``, replacing an earlier one: a finished device folder or none, never half."""
+    import shutil
+
+    if folder.exists():
+        old = folder.with_name(f".{folder.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        folder.rename(old)
+        shutil.rmtree(old, ignore_errors=True)
+    staging.rename(folder)
+    return folder
 
 
 def check_device_name(name: str) -> str:

@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .folder import FinishedRun, check_device_name, default_device_name, open_run
+from .folder import FinishedRun, check_device_name, default_device_name, open_run, publish, staging_folder
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ def deploy(run_dir: Path, options: DeployOptions = DeployOptions()) -> DeviceRes
     backends, skipped = list(run.backends), run.skipped
     check_backends(backends)
     _say(run, name, backends, skipped)
-    staging = run.layout.devices / f".{name}.partial"
+    staging = staging_folder(run.layout.device(name))
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
@@ -127,10 +127,4 @@ def _publish(staging: Path, folder: Path, summary: dict) -> Path:
     write_json(staging / "env.json", env)
     write_text(staging / "report.md", render_device(summary) + "\n")
     write_json(staging / "device.json", summary)
-    if folder.exists():
-        old = folder.with_name(f".{folder.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        folder.rename(old)
-        shutil.rmtree(old, ignore_errors=True)
-    staging.rename(folder)
-    return folder
+    return publish(staging, folder)

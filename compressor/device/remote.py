@@ -30,7 +30,7 @@ from pathlib import Path
 from .. import artifacts
 from ..errors import DeviceError
 from ..progress import log
-from .folder import FinishedRun, open_run
+from .folder import FinishedRun, open_run, publish, staging_folder
 from .local import DeployOptions, DeviceResult
 
 _VERSION = re.compile(r"^compressor (\S+)\s*$", re.M)
@@ -98,14 +98,11 @@ def _adopt(run: FinishedRun, fetched: Path) -> tuple[dict, Path]:
         raise DeviceError(f"the device sent back no finished device folder ({[p.name for p in found]})")
     summary = json.loads((found[0] / "device.json").read_text(encoding="utf-8"))
     folder = run.layout.device(summary["name"])
-    staging = folder.with_name(f".{folder.name}.partial")
+    staging = staging_folder(folder)
     shutil.rmtree(staging, ignore_errors=True)
     staging.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(str(found[0]), str(staging))
-    if folder.exists():
-        shutil.rmtree(folder)
-    staging.rename(folder)
-    return summary, folder
+    return summary, publish(staging, folder)
 
 
 class Ssh:
