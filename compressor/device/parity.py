@@ -31,18 +31,25 @@ def device_parity(run: FinishedRun, backends: list[str], engines: dict) -> list[
 
     images = parity_images(run)
     cfg = run.recipe.export
+    references: dict[tuple[Path, int], object] = {}  # onnxruntime CPU on a file, once for every backend
+
+    def reference_of(path: Path, n: int):
+        if (path, n) not in references:
+            references[(path, n)] = run_onnx(path, images[:n])
+        return references[(path, n)]
+
     rows = []
     for backend in backends:
         if backend in ("onnxruntime-cpu", "tensorrt"):
             continue
         for name, path in run.files.items():
-            reference = run_onnx(path, images)
+            reference = reference_of(path, len(images))
             rows.append(_row(name, backend, _diff(backend_outputs(path, backend, images), reference), reference, cfg,
                              gated=name in ONNX_NAMES))
     for name, engine in engines.items():
         from ..export.tensorrt_run import engine_parity
 
-        reference = run_onnx(engine.source, images[: engine.max_batch])
+        reference = reference_of(engine.source, engine.max_batch)
         diff = engine_parity(engine.path, engine.source, images[: engine.max_batch])
         rows.append(_row(name, "tensorrt", diff, reference, cfg, gated=engine.precision == "fp32"))
     return rows

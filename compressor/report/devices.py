@@ -33,14 +33,12 @@ def devices_section(r: dict) -> str:
 
 def render_device(d: dict) -> str:
     """One device's report.md: its verdict, gates, latency and parity."""
-    from .markdown import gate_value, table
+    from .markdown import gates_section, table
 
     text = (f"# compress deploy on {d['name']} ({_verdict(d)})\n\n{_machine(d)}; backends: {', '.join(d['backends'])}; "
             f"{d['created']}.")
     if d["gates"]:
-        text += "\n\n## Gates\n\n" + table(["gate", "limit", "value", "result", "how measured"],
-                                           [[g["name"], f"{g['limit']:.4g}", gate_value(g),
-                                             "pass" if g["passed"] else "**FAIL**", g["detail"]] for g in d["gates"]])
+        text += "\n\n" + gates_section(d)
     text += "\n\n## Latency\n\n" + table(["artifact", "backend", "batch", "threads", "p50 ms", "p90 ms", "images/s"],
                                          [[s["artifact"], s["backend"], s["batch"], s["threads"], s["p50_ms"],
                                            s["p90_ms"], s["throughput"]] for s in d["latency"]])

@@ -6,7 +6,7 @@ from .devices import devices_section
 
 
 def render_markdown(report: dict) -> str:
-    parts = [_header(report), _results(report), _gates(report), _latency(report), _deploy(report), devices_section(report),
+    parts = [_header(report), _results(report), gates_section(report), _latency(report), _deploy(report), devices_section(report),
              _stripe(report), _pruning(report), _finetune(report), _artifacts(report), _timings(report)]
     return "\n\n".join(p for p in parts if p) + "\n"
 
@@ -59,7 +59,8 @@ def _delta(new, old) -> str:
     return f"{new - old:+.2f}"
 
 
-def _gates(r: dict) -> str:
+def gates_section(r: dict) -> str:
+    """``## Gates``: the table of ``r["gates"]`` (a run's report, or one device's summary)."""
     if not r["gates"]:
         return "## Gates\n\nNo gates configured."
     rows = [[g["name"], f"{g['limit']:.4g}", gate_value(g), "pass" if g["passed"] else "**FAIL**", g["detail"]]
