@@ -38,7 +38,7 @@ class Int8Config(StrictModel):
 class TensorRTConfig(StrictModel):
     """TensorRT engines of the pruned model (needs TensorRT 10 or 11 and a CUDA GPU; checked at the start)."""
 
-    enabled: bool = False
+    enabled: bool = Field(False, description="Build TensorRT engines of both models.")
     precisions: list[Literal["fp32", "fp16", "int8"]] = Field(
         default_factory=lambda: ["fp16"], min_length=1, description="One engine per precision (TensorRT 10: builder "
         "flags; 11: an FP16 / QDQ INT8 ONNX made by compressor).")
@@ -57,7 +57,8 @@ class TensorRTConfig(StrictModel):
 
 
 class ExportConfig(StrictModel):
-    onnx: bool = True
+    onnx: bool = Field(True, description="Export baseline and pruned model to ONNX (needed by profiling, precisions "
+                       "and TensorRT).")
     precisions: list[Literal["fp16", "int8"]] = Field(
         default_factory=list, description="Extra ONNX variants of the baseline and the pruned model: fp16, int8 (QDQ). "
         "Each is evaluated (top-1 on onnxruntime CPU) and profiled next to the FP32 files.")
@@ -72,7 +73,7 @@ class ExportConfig(StrictModel):
         1e-3, description="Relative part (rtol) of the parity limit, times the largest |logit| of PyTorch on the parity "
         "images: float32 rounding grows with the logits' scale (pytorchcv sqnxt23_w1: 2.8e-4 of max |logit| on "
         "either exporter); a wrong graph is off by a sizeable fraction of it. 0 = absolute limit only.")
-    parity_images: PositiveInt = 32
+    parity_images: PositiveInt = Field(32, description="Test images the PyTorch / onnxruntime parity is checked on.")
 
     @model_validator(mode="after")
     def _distinct(self) -> "ExportConfig":
@@ -85,19 +86,20 @@ Backend = Literal["onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt",
 
 
 class ProfileConfig(StrictModel):
-    enabled: bool = True
+    enabled: bool = Field(True, description="Profile every exported artifact (needs export.onnx).")
     backends: list[Backend] = Field(  # type: ignore[valid-type]
         default_factory=lambda: ["onnxruntime-cpu"], min_length=1,
         description="Where to time: onnxruntime-cpu | onnxruntime-cuda | onnxruntime-tensorrt | openvino-cpu (ONNX "
         "files; the GPU providers need onnxruntime-gpu, openvino-cpu the openvino extra), torch-cpu | torch-cuda | "
         "torch-cuda-graph (the PyTorch models), tensorrt (the engines of export.tensorrt). Checked at the start of a "
         "run.")
-    batch_sizes: list[PositiveInt] = Field(default_factory=lambda: [1, 32])
+    batch_sizes: list[PositiveInt] = Field(default_factory=lambda: [1, 32], description="Batches every artifact is "
+                                           "timed at.")
     threads: PositiveInt | None = Field(
         1, description="Intra-op threads (onnxruntime, OpenVINO, torch-cpu). 1 gives the most repeatable ratios "
         "(measured: 2 threads on a 2-core machine spread round medians by up to 60%); set your deployment's count for "
         "absolute latency; null = all cores.")
-    warmup: Annotated[int, Field(ge=0)] = 10
+    warmup: Annotated[int, Field(ge=0)] = Field(10, description="Untimed runs before timing each artifact and batch.")
     iterations: PositiveInt = Field(50, description="Timed runs per artifact, batch and round.")
     repeats: PositiveInt = Field(5, description="Interleaved rounds (baseline, pruned, baseline, ...).")
 

@@ -3,7 +3,8 @@
 ``load_recipe(path, overrides)`` is the only entry point; it returns a frozen :class:`~.schema.Recipe` or
 raises :class:`~compressor.errors.RecipeError` with one line. Relative paths in the file are relative to the
 file; relative paths given with ``--set`` are relative to the current directory. ``${VAR}`` and
-``${VAR:-default}`` in string values are taken from the environment.
+``${VAR:-default}`` in string values are taken from the environment; a relative path that comes from the
+environment is relative to the current directory too (:func:`_from_shell`), the default to the recipe file.
 """
 
 from __future__ import annotations
@@ -77,12 +78,22 @@ def _expand_env(value: Any, where: str) -> Any:
         def sub(match: re.Match) -> str:
             name, default = match.group(1), match.group(2)
             if name in os.environ:
-                return os.environ[name]
+                return _from_shell(os.environ[name]) if match.start() == 0 else os.environ[name]
             if default is not None:
                 return default
             raise RecipeError(f"recipe field {where} uses ${{{name}}}, which is not set in the environment; "
                               f"export {name}=... or override the field with --set {where}=...")
         return _ENV.sub(sub, value)
+    return value
+
+
+def _from_shell(value: str) -> str:
+    """An environment value that is a relative path (it exists here, or it has a folder in it) is meant from the
+    shell's folder, where it was typed, not from the recipe's: made absolute against the current directory.
+    (A default after ``:-`` is written in the recipe, so it stays relative to the recipe file.)"""
+    path = Path(value)
+    if value and not path.is_absolute() and (os.sep in value or "/" in value or path.exists()):
+        return str(Path.cwd() / path)
     return value
 
 

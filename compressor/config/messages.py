@@ -52,6 +52,8 @@ def format_validation_error(err: dict) -> str:
     if kind == "missing":
         return f"{field}: required field is missing"
     value = err.get("input")
+    if kind == "value_error" and msg.startswith(f"{field}."):  # a section's check that names its own field
+        return msg
     if kind == "value_error" or isinstance(value, (dict, list)):
         return f"{field}: {msg}"
     return f"{field}: {msg} (got {value!r})"

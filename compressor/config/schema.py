@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, model_validator
 
 from .. import artifacts
 from ..errors import did_you_mean
+from .autodetect import resolve_auto
 from .deploy import Backend, ExportConfig, ProfileConfig
 from .fields import PositiveInt, Ratio, ResolvedPath, StrictModel
 from .methods import MethodConfig
@@ -64,24 +65,35 @@ class ImageFolderSource(_Source):
 class NpzSource(_Source):
     format: Literal["npz"]
     path: ResolvedPath = Field(description=".npz file with a uint8 image array and an integer label array.")
-    images_key: str = "data"
-    labels_key: str = "labels"
-    layout: Literal["NCHW", "NHWC"] = "NCHW"
+    images_key: str = Field("data", description="Name of the image array in the .npz.")
+    labels_key: str = Field("labels", description="Name of the label array in the .npz.")
+    layout: Literal["NCHW", "NHWC"] = Field("NCHW", description="Axis order of the image array.")
 
 
 class SyntheticSource(_Source):
     format: Literal["synthetic"]
     task: Literal["shapes"] = Field("shapes", description="Procedurally generated 10-class shape recognition.")
-    num_images: PositiveInt = 6000
+    num_images: PositiveInt = Field(6000, description="Images generated (seeded).")
     split: Literal["train", "test"] | None = Field(None, description="Default: the split this source is used for.")
 
 
-Source = Annotated[Union[CifarSource, ImageFolderSource, NpzSource, SyntheticSource], Field(discriminator="format")]
+class AutoSource(_Source):
+    """The kind read off what ``path`` holds (``config/autodetect.py``): a CIFAR-10/100 pickle folder, an ``.npz``
+    (image and label arrays and their axis order from the array headers), or an image-folder tree or ``.zip``.
+    The resolved recipe names the kind that was found."""
+
+    format: Literal["auto"]
+    path: ResolvedPath = Field(description="A CIFAR pickle folder, an image-folder tree or .zip, or an .npz.")
+
+
+Source = Annotated[Union[CifarSource, ImageFolderSource, NpzSource, SyntheticSource, AutoSource],
+                   Field(discriminator="format")]
 
 
 class Normalize(StrictModel):
     mean: tuple[float, ...] = Field(description="Per-channel mean of the 0..1 pixel values.")
-    std: tuple[Annotated[float, Field(gt=0)], ...]
+    std: tuple[Annotated[float, Field(gt=0)], ...] = Field(description="Per-channel standard deviation of the 0..1 "
+                                                            "pixel values.")
 
     @model_validator(mode="after")
     def _same_length(self) -> "Normalize":
@@ -94,14 +106,14 @@ class Augment(StrictModel):
     """Training-time augmentation (fine-tuning only; evaluation and calibration are never augmented)."""
 
     random_crop_padding: Annotated[int, Field(ge=0)] = Field(0, description="CIFAR-style pad-and-random-crop.")
-    hflip: bool = False
+    hflip: bool = Field(False, description="Random horizontal flips while training.")
     random_resized_crop: bool = Field(False, description="ImageNet-style random resized crop to image_size.")
 
 
 class DataConfig(StrictModel):
     train: Source = Field(description="Training images: fine-tuning, validation split and calibration come from here.")
     test: Source = Field(description="Held-out images: every reported accuracy is top-1 on this split.")
-    num_classes: PositiveInt
+    num_classes: PositiveInt = Field(description="Classes of the classifier head (labels are 0..num_classes-1).")
     normalize: Normalize
     image_size: PositiveInt | None = Field(None, description="Side of the square network input; default: model input H.")
     resize: PositiveInt | None = Field(None, description="Resize the shorter side to this before the center crop.")
@@ -109,18 +121,22 @@ class DataConfig(StrictModel):
     val_split: Annotated[float, Field(gt=0)] = Field(
         0.1, description="Validation images carved (seeded) from train: a fraction if < 1, else a count.")
     calibration_images: PositiveInt = Field(512, description="Training images used by data-informed methods.")
-    batch_size: PositiveInt = 128
-    eval_batch_size: PositiveInt = 256
-    workers: Annotated[int, Field(ge=0)] = 0
+    batch_size: PositiveInt = Field(128, description="Training batch (per process under torchrun).")
+    eval_batch_size: PositiveInt = Field(256, description="Batch of evaluation and calibration passes.")
+    workers: Annotated[int, Field(ge=0)] = Field(0, description="DataLoader worker processes (0: in the main process, "
+                                                 "which keeps --resume bit-exact).")
 
     @model_validator(mode="before")
     @classmethod
-    def _default_splits(cls, data: Any) -> Any:
-        """A cifar/synthetic source without an explicit split reads the split it is used for."""
+    def _default_splits(cls, data: Any, info: ValidationInfo) -> Any:
+        """``format: auto`` becomes the kind its path holds; a cifar/synthetic source without an explicit split
+        reads the split it is used for."""
         if isinstance(data, dict):
             data = dict(data)
             for key in ("train", "test"):
                 src = data.get(key)
+                if isinstance(src, dict) and src.get("format") == "auto":
+                    src = data[key] = resolve_auto(src, key, (info.context or {}).get("base_dir"))
                 if isinstance(src, dict) and src.get("format") in ("cifar10", "cifar100", "synthetic"):
                     data[key] = {"split": key, **src}
         return data
@@ -226,16 +242,18 @@ class DistillConfig(StrictModel):
 
 class FinetuneConfig(StrictModel):
     epochs: Annotated[int, Field(ge=0)] = Field(0, description="0 skips fine-tuning.")
-    lr: Annotated[float, Field(gt=0)] = 0.01
-    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
-    nesterov: bool = False
-    weight_decay: Annotated[float, Field(ge=0)] = 5e-4
-    schedule: Literal["cosine", "step", "constant"] = "cosine"
+    lr: Annotated[float, Field(gt=0)] = Field(0.01, description="SGD learning rate at the top of the schedule.")
+    momentum: Annotated[float, Field(ge=0, lt=1)] = Field(0.9, description="SGD momentum.")
+    nesterov: bool = Field(False, description="Nesterov momentum.")
+    weight_decay: Annotated[float, Field(ge=0)] = Field(5e-4, description="L2 weight decay on conv/linear weights "
+                                                        "(not on BatchNorm parameters or biases).")
+    schedule: Literal["cosine", "step", "constant"] = Field("cosine", description="Learning-rate schedule over all "
+                                                            "steps (step: times gamma at each of milestones).")
     milestones: list[Annotated[float, Field(gt=0, lt=1)]] = Field(
         default_factory=lambda: [0.5, 0.75], description="step schedule: fractions of the epochs where lr *= gamma.")
-    gamma: Annotated[float, Field(gt=0, le=1)] = 0.1
-    warmup_epochs: Annotated[int, Field(ge=0)] = 0
-    label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    gamma: Annotated[float, Field(gt=0, le=1)] = Field(0.1, description="Factor of the step schedule at each milestone.")
+    warmup_epochs: Annotated[int, Field(ge=0)] = Field(0, description="Epochs of linear learning-rate warm-up.")
+    label_smoothing: Annotated[float, Field(ge=0, lt=1)] = Field(0.0, description="Label smoothing of the cross-entropy.")
     max_steps_per_epoch: PositiveInt | None = Field(None, description="Cap the optimizer steps of each epoch.")
     distill: DistillConfig | None = Field(
         None, description="Distil from the unpruned model while fine-tuning (null: plain cross-entropy).")
@@ -249,17 +267,24 @@ class FinetuneConfig(StrictModel):
 
 # ------------------------------------------------------------------------------------------------ gates
 class LatencyGate(StrictModel):
-    backend: Backend = "onnxruntime-cpu"  # type: ignore[valid-type]
+    backend: Backend = Field("onnxruntime-cpu", description="Where the latency is measured "  # type: ignore[valid-type]
+                             "(one of profile.backends).")
     artifact: str = Field("pruned_onnx", description="Which artifact is gated: pruned_onnx, pruned_int8, pruned_fp16, "
                           "stripe_onnx, pruned_torch, pruned_fp16_engine, ...")
-    batch: PositiveInt
+    batch: PositiveInt = Field(description="Batch the latency is measured at (one of profile.batch_sizes).")
     p50_ms: Annotated[float, Field(gt=0)] = Field(description="Largest allowed median latency of the pruned model.")
+
+
+DEFAULT_MAX_ACCURACY_DROP = 1.0  # points: a recipe without an accuracy gate gets this one
 
 
 class GatesConfig(StrictModel):
     max_accuracy_drop: Annotated[float, Field(ge=0)] | None = Field(
-        None, description="Largest allowed top-1 drop (baseline - pruned) in points on the test split.")
-    min_macs_reduction_pct: Annotated[float, Field(ge=0, le=100)] | None = None
+        DEFAULT_MAX_ACCURACY_DROP, description="Largest allowed top-1 drop (baseline - pruned) in points on the test "
+        f"split. On by default ({DEFAULT_MAX_ACCURACY_DROP:g} points), so that a run whose model collapsed fails "
+        "(exit 1); null turns it off (the report then says that accuracy was not gated).")
+    min_macs_reduction_pct: Annotated[float, Field(ge=0, le=100)] | None = Field(
+        None, description="Smallest allowed MACs reduction in percent, counted on the exported ONNX graphs.")
     max_latency_ms: list[LatencyGate] = Field(default_factory=list)
     max_variant_accuracy_drop: Annotated[float, Field(ge=0)] | None = Field(
         None, description="Largest allowed top-1 drop of each pruned precision variant (export.precisions, on "
@@ -269,10 +294,12 @@ class GatesConfig(StrictModel):
 
 # ----------------------------------------------------------------------------------------------- recipe
 class Recipe(StrictModel):
-    version: Literal[1] = 1
+    version: Literal[1] = Field(1, description="Recipe format version.")
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Used in the default run folder name.")
-    seed: int = 0
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: int = Field(0, description="Seeds data splits, augmentation, initialisation and sampling: same recipe and "
+                      "seed, same metrics.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where the PyTorch work runs (auto: CUDA when "
+                                                   "present).")
     model: ModelConfig
     data: DataConfig
     method: MethodConfig
@@ -317,6 +344,12 @@ class Recipe(StrictModel):
         if batch not in self.profile.batch_sizes:
             raise ValueError(f"{field}: batch {batch} is not profiled; add it to profile.batch_sizes "
                              f"{list(self.profile.batch_sizes)}")
+
+    @property
+    def validates(self) -> bool:
+        """Whether the validation split is evaluated: only when something trains (fine-tuning picks its best
+        epoch on it; a training-time method or a layerwise schedule trains too). Retrain-free, nothing reads it."""
+        return self.finetune.epochs > 0 or self.method.trains or self.pruning.schedule == "layerwise"
 
     @property
     def latency_target(self) -> LatencyTarget | None:

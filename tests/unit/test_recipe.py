@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from compressor.config import Recipe, dump_recipe, load_recipe, recipe_json_schema
+from compressor.config.schema import DEFAULT_MAX_ACCURACY_DROP
 from compressor.errors import RecipeError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -178,6 +179,21 @@ def test_environment_variables(tmp_path, monkeypatch):
     assert load_recipe(write(tmp_path, data)).model.checkpoint == tmp_path / "fallback.pt"
 
 
+def test_a_relative_path_from_the_environment_is_taken_from_the_current_folder(tmp_path, monkeypatch):
+    recipes, shell = tmp_path / "recipes", tmp_path / "shell"
+    recipes.mkdir(), (shell / "ckpt").mkdir(parents=True)
+    data = base()
+    data["model"]["checkpoint"] = "${MY_CKPT:-../default.pt}"
+    monkeypatch.chdir(shell)
+    monkeypatch.setenv("MY_CKPT", "ckpt/resnet56.th")  # typed in the shell's folder
+    assert load_recipe(write(recipes, data)).model.checkpoint == shell / "ckpt" / "resnet56.th"
+    monkeypatch.delenv("MY_CKPT")  # the default is written in the recipe: relative to the recipe file
+    assert load_recipe(write(recipes, data)).model.checkpoint == (recipes / ".." / "default.pt").resolve()
+    data["name"] = "${MY_NAME}"  # not a path: left alone
+    monkeypatch.setenv("MY_NAME", "r56")
+    assert load_recipe(write(recipes, data)).name == "r56"
+
+
 def test_resolved_recipe_round_trips(tmp_path):
     recipe = load_recipe(QUICKSTART)
     path = tmp_path / "resolved.yaml"
@@ -207,8 +223,24 @@ def test_setting_a_section_merges_into_it(tmp_path):
 
 
 def test_an_empty_mapping_resets_a_section():
-    recipe = load_recipe(QUICKSTART, ["gates={}"])
-    assert recipe.gates.max_accuracy_drop is None and recipe.gates.min_macs_reduction_pct is None
+    recipe = load_recipe(QUICKSTART, ["gates={}"])  # to the defaults: the accuracy gate is on unless null
+    assert recipe.gates.max_accuracy_drop == DEFAULT_MAX_ACCURACY_DROP and recipe.gates.min_macs_reduction_pct is None
+
+
+def test_the_accuracy_gate_is_on_by_default_and_null_turns_it_off(tmp_path):
+    text = QUICKSTART.read_text().replace("gates:\n  max_accuracy_drop: 5.0\n", "")
+    assert "max_accuracy_drop" not in text
+    (tmp_path / "r.yaml").write_text(text)
+    assert load_recipe(tmp_path / "r.yaml").gates.max_accuracy_drop == DEFAULT_MAX_ACCURACY_DROP == 1.0
+    assert load_recipe(QUICKSTART, ["gates.max_accuracy_drop=null"]).gates.max_accuracy_drop is None
+    (tmp_path / "off.yaml").write_text(text + "gates:\n  max_accuracy_drop: null\n")
+    assert load_recipe(tmp_path / "off.yaml").gates.max_accuracy_drop is None
+
+
+def test_every_shipped_recipe_states_its_gates():
+    for path in sorted((QUICKSTART.parent).glob("*.yaml")):
+        gates = yaml.safe_load(path.read_text()).get("gates") or {}
+        assert "max_accuracy_drop" in gates, f"{path.name} leaves its accuracy gate to the default"
 
 
 def test_setting_another_kind_of_entry_replaces_it():
