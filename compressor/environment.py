@@ -67,7 +67,7 @@ def check_run_dir(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise OutputDirError(f"--out {out}: exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise OutputDirError(f"--out {out}: folder exists and is not empty; choose another --out or pass --overwrite")
+        raise OutputDirError(f"--out {out}: {_occupant(out)}")
     ancestor = out
     while not ancestor.exists():
         ancestor = ancestor.parent
@@ -75,6 +75,26 @@ def check_run_dir(out: Path, overwrite: bool) -> None:
         raise OutputDirError(f"--out {out}: {ancestor} is a file, not a folder")
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise OutputDirError(f"--out {out}: no permission to write in {ancestor}; choose a writable folder")
+
+
+def _occupant(out: Path) -> str:
+    """What is in a non-empty --out folder, and what to do: an unfinished run is continued with --resume
+    (--overwrite would throw its finished stages away)."""
+    import json
+
+    try:
+        status = json.loads(RunLayout(out).status.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        status = None
+    state = status.get("status") if isinstance(status, dict) else None
+    if state in ("interrupted", "failed", "running"):
+        where = f" in stage {status['stage']}" if status.get("stage") else ""
+        done = ", ".join(status.get("completed_stages") or []) or "none"
+        return (f"holds an unfinished run ({state}{where}; finished stages: {done}); continue it with "
+                f"`compress run --resume {out}`, or pass --overwrite to start over")
+    if state == "complete":
+        return "holds a finished run; choose another --out or pass --overwrite to replace it"
+    return "folder exists and is not empty; choose another --out or pass --overwrite"
 
 
 def prepare_run_dir(out: Path, overwrite: bool, resume: bool = False) -> Path:

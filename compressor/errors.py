@@ -79,3 +79,27 @@ def did_you_mean(name: str, choices: Iterable[str], limit: int = 8) -> str:
     if close:
         return f" (did you mean '{close[0]}'? choices: {shown})"
     return f" (choices: {shown})"
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised where the program is by ``compress``'s handler, as Python raises KeyboardInterrupt for
+    SIGINT (a BaseException, so that no ``except Exception`` on the way swallows it)."""
+
+
+SIGNAL_EXIT = {KeyboardInterrupt: ("SIGINT", 130), Terminated: ("SIGTERM", 143)}  # 128 + the signal number
+
+
+class RunInterrupted(BaseException):
+    """A run stopped by SIGINT or SIGTERM after recording it in ``status.json`` (``interrupted``): the CLI says
+    where and how to go on, and exits 130 / 143."""
+
+    def __init__(self, stage: str, run_dir, cause: BaseException):
+        self.signal, self.exit_code = SIGNAL_EXIT.get(type(cause), ("SIGINT", 130))
+        self.stage, self.run_dir = stage, run_dir
+        super().__init__(f"interrupted ({self.signal}) in stage {stage}; continue with "
+                         f"`compress run --resume {run_dir}`")
+
+
+def interrupt(exc: BaseException) -> bool:
+    """SIGINT or SIGTERM (as raised by Python and by ``compress``'s handler)."""
+    return isinstance(exc, (KeyboardInterrupt, Terminated))

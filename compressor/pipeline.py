@@ -29,6 +29,7 @@ from . import environment, stages
 from ._io import write_json, write_text
 from .artifacts import RunLayout
 from .config import Recipe, dump_recipe
+from .errors import RunInterrupted, interrupt
 from .ledger import Ledger
 from .progress import log
 from .progress import stage as timed_stage
@@ -65,7 +66,7 @@ class Stage:
 
 
 def _baseline(run: _Run):
-    return stages.baseline(run.context, run.recipe.export, run.recipe.profile.batch_sizes)
+    return stages.baseline(run.context, run.recipe.export, run.recipe.profile.batch_sizes, run.recipe.validates)
 
 
 def _prune(run: _Run):
@@ -77,7 +78,8 @@ def _prune(run: _Run):
 
 
 def _finetune(run: _Run):
-    return stages.finetune(run.context, run.model, run.recipe.finetune, run.recipe.method, run.results.get("prune"))
+    return stages.finetune(run.context, run.model, run.recipe.finetune, run.recipe.method, run.results.get("prune"),
+                           run.recipe.validates)
 
 
 def _export(run: _Run):
@@ -123,9 +125,15 @@ def _run(recipe: Recipe, layout: RunLayout, recipe_path, overwrite: bool, resume
         distributed.on_main(lambda: environment.check_run_dir(layout.root, overwrite))
     distributed.check_batch(recipe.data.batch_size)
     environment.seed_everything(recipe.seed)
-    with timed_stage("load") as t:
-        inputs = _load(recipe, device, resume)
-        t["note"] = inputs.summary
+    try:
+        with timed_stage("load") as t:
+            inputs = _load(recipe, device, resume)
+            t["note"] = inputs.summary
+    except BaseException as exc:
+        if main and interrupt(exc):  # a folder to resume: the recipe was fine, the user stopped it
+            _start_folder(layout, recipe, recipe_path, overwrite, resume, device)
+            raise _interrupted(layout, exc, _completed(layout, resume)) from None
+        raise
     distributed.on_main(lambda: _start_folder(layout, recipe, recipe_path, overwrite, resume, device))
     ledger = Ledger(layout, [s.name for s in STAGES if s.wanted(recipe)], resume, write=main)
     state = _Run(recipe, recipe_path, stages.Context(inputs, layout, device, recipe.seed), copy.deepcopy(inputs.model),
@@ -134,10 +142,28 @@ def _run(recipe: Recipe, layout: RunLayout, recipe_path, overwrite: bool, resume
         _run_stages(state, ledger)
         return _finish(state) if main else None
     except BaseException as exc:
+        if main and interrupt(exc):
+            raise _interrupted(layout, exc, ledger.completed) from None
         if main:
             write_json(layout.status, {"status": "failed", "error": f"{type(exc).__name__}: {exc}",
                                        "completed_stages": ledger.completed})
         raise
+
+
+def _interrupted(layout: RunLayout, exc: BaseException, completed: list[str]) -> RunInterrupted:
+    """Record a SIGINT / SIGTERM in ``status.json`` (``interrupted``, where, and the stages kept for --resume)."""
+    from .progress import current_stage
+
+    stopped = RunInterrupted(current_stage() or "load", layout.root, exc)
+    write_json(layout.status, {"status": "interrupted", "stage": stopped.stage, "signal": stopped.signal,
+                               "completed_stages": completed, "resume": f"compress run --resume {layout.root}",
+                               "updated": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    return stopped
+
+
+def _completed(layout: RunLayout, resume: bool) -> list[str]:
+    """The stages a resumed run has on record before its own load (none for a new run)."""
+    return [s.name for s in STAGES if resume and layout.record(s.name).is_file()]
 
 
 def _load(recipe: Recipe, device, resume: bool) -> stages.Inputs:
@@ -161,6 +187,8 @@ def _start_folder(layout: RunLayout, recipe: Recipe, recipe_path, overwrite: boo
     if not resume:
         write_text(layout.resolved_recipe, dump_recipe(recipe))
         write_json(layout.env, environment.describe(device, recipe_path))
+    write_json(layout.status, {"status": "running", "completed_stages": _completed(layout, resume),
+                               "updated": time.strftime("%Y-%m-%dT%H:%M:%S")})
 
 
 # --------------------------------------------------------------------------------------------- runner

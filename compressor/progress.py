@@ -39,11 +39,9 @@ def track(items: Iterable[T], description: str, total: int | None = None) -> Ite
     if quiet():
         yield from items
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import Progress
 
-    columns = (TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("{task.fields[status]}"))
-    with Progress(*columns, console=_console(), transient=True) as bar:
+    with Progress(*_columns(), console=_console(), transient=True) as bar:
         task = bar.add_task(description, total=total if total is not None else _len(items), status="")
         for item in items:
             yield item
@@ -60,11 +58,9 @@ class StatusBar:
 
     def __enter__(self) -> "StatusBar":
         if not quiet():
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            from rich.progress import Progress
 
-            columns = (TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                       TextColumn("{task.fields[status]}"))
-            self._bar = Progress(*columns, console=_console(), transient=True)
+            self._bar = Progress(*_columns(), console=_console(), transient=True)
             self._bar.__enter__()
             self._task = self._bar.add_task(self.description, total=self.total, status="")
         return self
@@ -78,11 +74,35 @@ class StatusBar:
             self._bar.__exit__(*exc)
 
 
+_current: list[str] = []  # the pipeline stage running now (what an interruption reports)
+
+
+def current_stage() -> str | None:
+    """The pipeline stage running now, or the one an exception left (None before the first)."""
+    return _current[-1] if _current else None
+
+
+def _columns() -> tuple:
+    """What a bar shows: description, bar, done/total, elapsed, rate, time left, the caller's status text."""
+    from rich.progress import BarColumn, MofNCompleteColumn, ProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.text import Text
+
+    class Rate(ProgressColumn):
+        def render(self, task) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text("" if speed is None else f"{speed:.1f}/s" if speed >= 1 else f"{1 / speed:.1f} s/it")
+
+    return (TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), Rate(),
+            TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[status]}"))
+
+
 @contextmanager
 def stage(name: str) -> Iterator[dict]:
-    """Log the start (not in CI) and the duration of a pipeline stage; yields a dict that receives ``seconds``."""
+    """Log the start (not in CI) and the duration of a pipeline stage; yields a dict that receives ``seconds``.
+    An exception leaves the stage as :func:`current_stage` (where the run stopped)."""
     if not quiet():
         log(f"[{name}] ...")
+    _current[:] = [name]
     timing: dict = {}
     start = time.perf_counter()
     try:

@@ -50,6 +50,9 @@ def _results(r: dict) -> str:
     ]
     note = (f"Accuracy on the `{b['split']}` split ({b['images']} images). {r['counting']}; counted on "
             f"{red['counted_on']} (params of an ONNX graph are those of the BatchNorm-folded graph).")
+    if b["val_accuracy"] is None and p["val_accuracy"] is None:  # Recipe.validates
+        rows = [row for row in rows if not row[0].startswith("validation")]
+        note += " The validation split was not evaluated: nothing trained (it only picks fine-tuning's best epoch)."
     return "## Results\n\n" + table(["", "baseline", "pruned", "change"], rows) + "\n\n" + note
 
 
@@ -61,11 +64,20 @@ def _delta(new, old) -> str:
 
 def gates_section(r: dict) -> str:
     """``## Gates``: the table of ``r["gates"]`` (a run's report, or one device's summary)."""
+    note = f"\n\n{NO_ACCURACY_GATE}." if "baseline" in r and not accuracy_gated(r["gates"]) else ""
     if not r["gates"]:
-        return "## Gates\n\nNo gates configured."
+        return "## Gates\n\nNo gates configured." + note
     rows = [[g["name"], f"{g['limit']:.4g}", gate_value(g), "pass" if g["passed"] else "**FAIL**", g["detail"]]
             for g in r["gates"]]  # 4 significant digits: a parity limit such as 0.01134 is not 0.01
-    return "## Gates\n\n" + table(["gate", "limit", "value", "result", "how measured"], rows)
+    return "## Gates\n\n" + table(["gate", "limit", "value", "result", "how measured"], rows) + note
+
+
+NO_ACCURACY_GATE = ("No accuracy gate: the recipe sets `gates.max_accuracy_drop: null`, so the top-1 above is "
+                    "reported, not checked")
+
+
+def accuracy_gated(gates: list[dict]) -> bool:
+    return any(g["name"] == "max_accuracy_drop" for g in gates)
 
 
 def _latency(r: dict) -> str:

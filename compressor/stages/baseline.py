@@ -11,15 +11,16 @@ from .load import Context
 from .results import Baseline
 
 
-def baseline(ctx: Context, export: ExportConfig, batch_sizes: Sequence[int]) -> Baseline:
-    """Top-1 on test and validation, MACs and params of the PyTorch model, and (``export.onnx``) its ONNX
-    file with the same precision variants and engines as the pruned model will get; ``baseline/metrics.json``."""
+def baseline(ctx: Context, export: ExportConfig, batch_sizes: Sequence[int], validate: bool = True) -> Baseline:
+    """Top-1 on test and (``validate``: when anything trains, ``Recipe.validates``) validation, MACs and params of
+    the PyTorch model, and (``export.onnx``) its ONNX file with the same precision variants and engines as the
+    pruned model will get; ``baseline/metrics.json``."""
     from ..profiling.macs import count_torch
     from ..training import evaluate
 
     inputs, layout = ctx.inputs, ctx.layout
     test = evaluate(inputs.model, inputs.loaders.test, ctx.device, "baseline: test")
-    val = evaluate(inputs.model, inputs.loaders.val, ctx.device, "baseline: validation")
+    val = evaluate(inputs.model, inputs.loaders.val, ctx.device, "baseline: validation") if validate else None
     cost = count_torch(inputs.model, inputs.input_shape)
     onnx, variants, engines = None, {}, {}
     if export.onnx:
@@ -30,7 +31,7 @@ def baseline(ctx: Context, export: ExportConfig, batch_sizes: Sequence[int]) -> 
     result = Baseline(test=test, val=val, macs_torch=cost.macs, params_torch=cost.params, onnx=onnx, variants=variants,
                       engines=engines)
     write_json(layout.baseline_metrics, {
-        "test": vars(test), "val": vars(val), "macs_torch": cost.macs, "params_torch": cost.params,
+        "test": vars(test), "val": val and vars(val), "macs_torch": cost.macs, "params_torch": cost.params,
         "onnx": onnx and {"path": onnx.path.name, "max_abs_diff": onnx.max_abs_diff, "macs": onnx.macs,
                           "params": onnx.params, "seconds": round(onnx.seconds, 3)},
         "variants": {k: v.to_json() for k, v in variants.items()}, "engines": {k: e.to_json() for k, e in engines.items()}})

@@ -14,9 +14,10 @@ from .results import Pruned, Tuned
 
 
 def finetune(ctx: Context, model: nn.Module, cfg: FinetuneConfig, method_cfg: MethodOptions,
-             pruned: Pruned | None) -> Tuned | None:
+             pruned: Pruned | None, validate: bool = True) -> Tuned | None:
     """Fine-tune ``model`` in place; the method's ``finetune_hooks`` apply (SWP keeps its pruned stripes at
-    zero). Returns None on torchrun ranks other than 0 (``pruned`` is only needed, and only given, on rank 0)."""
+    zero). Returns None on torchrun ranks other than 0 (``pruned`` is only needed, and only given, on rank 0).
+    ``validate``: evaluate the final model on the validation split too (``Recipe.validates``)."""
     from ..profiling.macs import count_torch
     from ..training import LoopOptions, distributed, evaluate
     from ..training import finetune as train
@@ -32,7 +33,7 @@ def finetune(ctx: Context, model: nn.Module, cfg: FinetuneConfig, method_cfg: Me
         test = pruned.retrain_free
     else:
         test = evaluate(model, inputs.loaders.test, device, "pruned: test")
-    val = evaluate(model, inputs.loaders.val, device, "pruned: validation")
+    val = evaluate(model, inputs.loaders.val, device, "pruned: validation") if validate else None
     write_json(ctx.layout.finetune_log, {
         "best_epoch": result.best_epoch, "best_val_accuracy": result.best_val_accuracy,
         "resumed_after_epoch": result.resumed_from, "distill": cfg.distill and cfg.distill.model_dump(),

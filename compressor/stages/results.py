@@ -25,7 +25,7 @@ from ..training.finetune import FinetuneResult
 @dataclass(frozen=True)
 class Baseline:
     test: EvalResult
-    val: EvalResult
+    val: EvalResult | None  # None when nothing trains (Recipe.validates): nothing reads it
     macs_torch: int
     params_torch: int
     onnx: OnnxArtifact | None  # None with export.onnx: false
@@ -60,7 +60,7 @@ class Pruned:
 class Tuned:
     result: FinetuneResult
     test: EvalResult  # of the final model
-    val: EvalResult
+    val: EvalResult | None  # None when nothing trains (Recipe.validates)
     macs_torch: int  # of the final (pruned) PyTorch model, per image
     params_torch: int
     files: dict[str, Path]  # "state_dict" / "history" -> the saved pruned model

@@ -83,9 +83,10 @@ def finetune(model: nn.Module, train_loader, val_loader, cfg: FinetuneConfig, de
     if resumed:
         logs, best = [EpochLog(**e) for e in resumed["logs"]], resumed["best"]
         log(f"  resumed after epoch {resumed['epoch']}/{cfg.epochs} from {options.checkpoint}")
+    estimate = _Estimate(loop, cfg.epochs - len(logs))
     for epoch in range(len(logs) + 1, cfg.epochs + 1):
         seed_epoch(loop.train, options.seed, options.name, epoch, distributed.rank())
-        entry = _train_epoch(loop, epoch)
+        entry = _train_epoch(loop, epoch, estimate)
         logs.append(entry)
         log(f"  epoch {epoch}/{cfg.epochs}: loss {entry.train_loss:.4f}, train {entry.train_accuracy:.2f}%, "
             f"val {entry.val_accuracy:.2f}% ({entry.seconds:.1f} s)")
@@ -183,7 +184,43 @@ def _steps_per_epoch(loader, cfg: FinetuneConfig) -> int:
     return min(steps, cfg.max_steps_per_epoch) if cfg.max_steps_per_epoch else steps
 
 
-def _train_epoch(loop: _Loop, epoch: int) -> EpochLog:
+class _Estimate:
+    """One line, early in the first epoch a process trains, saying how long the training will take (from the
+    mean time of its first steps after the first, times the steps left), when that is more than ``LONG_S``: the
+    user learns that 30 CPU epochs are hours before waiting for them, not after."""
+
+    STEPS, LONG_S = 10, 60.0
+
+    def __init__(self, loop: _Loop, epochs: int):
+        self.loop, self.epochs = loop, epochs
+        self.start: float | None = None
+        self.done = epochs == 0
+
+    def after(self, step: int) -> None:
+        """Called after optimizer step ``step`` (1-based) of the first epoch."""
+        if self.done:
+            return
+        if step == 1:  # the first step pays for allocations and kernel selection: time the ones after it
+            self.start = time.perf_counter()
+            return
+        steps = self.loop.steps
+        if step < min(self.STEPS + 1, steps):
+            return
+        self.done = True
+        per_step = (time.perf_counter() - self.start) / (step - 1)
+        total = per_step * (steps * self.epochs - 1)
+        if total > self.LONG_S:
+            log(f"  {self.loop.options.name}: about {_duration(total)} for {self.epochs} epoch(s) of {steps} steps "
+                f"({per_step:.2f} s per step from the first {step - 1}; validation passes come on top)")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
+def _train_epoch(loop: _Loop, epoch: int, estimate: _Estimate) -> EpochLog:
     start = time.perf_counter()
     lr = loop.optimizer.param_groups[0]["lr"]
     loop.net.train()
@@ -198,6 +235,7 @@ def _train_epoch(loop: _Loop, epoch: int) -> EpochLog:
             correct += (logits.argmax(1) == labels).sum().item()
             seen += labels.numel()
             bar.advance(f"loss {loss_sum / seen:.3f}")
+            estimate.after(step + 1)
     loop.hooks.end_epoch(loop.model, epoch)
     distributed.sync_buffers(loop.model)
     _check_weights(loop.model, epoch, loop.options)

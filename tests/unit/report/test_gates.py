@@ -168,7 +168,7 @@ def test_without_an_export_only_the_baseline_is_parity_gated_and_macs_come_from_
     run = results()
     run.exported, run.profiled = None, None
     rows = by_name(evaluate_gates(GatesConfig(min_macs_reduction_pct=50), ExportConfig(), run))
-    assert set(rows) == {"parity:baseline", "min_macs_reduction_pct"}
+    assert set(rows) == {"parity:baseline", "min_macs_reduction_pct", "max_accuracy_drop"}  # the default gate
     assert rows["min_macs_reduction_pct"].value == round(100 * (1 - 41 / 101), 3)
     assert "PyTorch" in rows["min_macs_reduction_pct"].detail
 
