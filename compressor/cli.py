@@ -7,6 +7,7 @@ line on stderr, no traceback).
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,14 +16,16 @@ from typing import Annotated, Optional
 import typer
 
 from .cli_deploy import deploy
-from .errors import CompressorError, UsageError
+from .cli_profile import profile
+from .errors import SIGNAL_EXIT, CompressorError, RunInterrupted, Terminated, UsageError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   context_settings={"help_option_names": ["-h", "--help"]},
                   help="Prune a trained CNN, fine-tune, export to ONNX, profile, and gate the result.")
 
 RecipeArg = Annotated[Path, typer.Argument(help="Recipe YAML file.", show_default=False)]
-SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a recipe field: key.path=value (repeatable).")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE",
+                                                         help="Override a recipe field: key.path=value (repeatable).")]
 
 
 def _print_version(value: bool) -> None:
@@ -63,27 +66,36 @@ def run(recipe: Annotated[Optional[Path], typer.Argument(help="Recipe YAML file 
         trust_model_code: Annotated[bool, typer.Option(
             "--trust-model-code", help="With --resume: let the run folder's recipe import and call its own model "
             "factory (model.arch: package.module:factory). Only for run folders you trust.")] = False) -> None:
-    """Run a recipe end to end; exit 1 if a gate fails."""
-    from .pipeline import resume_run, run_from_file
-
-    with _user_errors():
-        if trust_model_code and resume is None:
-            raise UsageError("--trust-model-code goes with --resume RUN_DIR (a recipe you run yourself names its own "
-                             "model code)")
-        if resume is not None:
-            if recipe is not None or out is not None or set_ or overwrite:
-                raise UsageError("--resume RUN_DIR takes no RECIPE, --out, --set or --overwrite: the run folder holds "
-                                 "its resolved recipe; use `compress run --resume RUN_DIR` alone")
-            result = resume_run(resume, trust_model_code)
-        elif recipe is None:
-            raise UsageError("missing RECIPE: use `compress run RECIPE` (or `compress run --resume RUN_DIR`)")
-        else:
-            result = run_from_file(recipe, set_ or [], out, overwrite=overwrite)
+    """Run a recipe end to end; exit 1 if a gate fails. Ctrl-C or SIGTERM stops it at once (exit 130 / 143)
+    with the finished stages kept: `compress run --resume RUN_DIR` goes on."""
+    try:
+        with _user_errors():
+            result = _run_or_resume(recipe, out, set_ or [], overwrite, resume, trust_model_code)
+    except RunInterrupted as exc:  # status.json says so
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(exc.exit_code) from None
     if result is None:  # a torchrun rank other than 0: rank 0 prints and reports
         return
     _print_summary(result.report, result.out_dir)
     if not result.passed:
         raise typer.Exit(1)
+
+
+def _run_or_resume(recipe: Path | None, out: Path | None, set_: list[str], overwrite: bool, resume: Path | None,
+                   trust_model_code: bool):
+    from .pipeline import resume_run, run_from_file
+
+    if trust_model_code and resume is None:
+        raise UsageError("--trust-model-code goes with --resume RUN_DIR (a recipe you run yourself names its own "
+                         "model code)")
+    if resume is not None:
+        if recipe is not None or out is not None or set_ or overwrite:
+            raise UsageError("--resume RUN_DIR takes no RECIPE, --out, --set or --overwrite: the run folder holds "
+                             "its resolved recipe; use `compress run --resume RUN_DIR` alone")
+        return resume_run(resume, trust_model_code)
+    if recipe is None:
+        raise UsageError("missing RECIPE: use `compress run RECIPE` (or `compress run --resume RUN_DIR`)")
+    return run_from_file(recipe, set_, out, overwrite=overwrite)
 
 
 @app.command()
@@ -197,11 +209,19 @@ def models() -> None:
 
 
 @app.command()
-def schema(out: Annotated[Optional[Path], typer.Option("--out", help="Write to this file instead of stdout.")] = None) -> None:
-    """Print the recipe's JSON Schema (for editor completion)."""
+def schema(out: Annotated[Optional[Path], typer.Option("--out", help="Write to this file instead of stdout.")] = None,
+           format_: Annotated[str, typer.Option(
+               "--format", metavar="json|markdown", help="json: JSON Schema, for editor completion; markdown: the "
+               "field reference for a person (every field, its type, default and meaning; docs/recipe.md).")]
+           = "json") -> None:
+    """Print the recipe's JSON Schema (for editor completion) or its field reference (--format markdown)."""
     from .config import recipe_json_schema
+    from .config.reference import recipe_reference
 
-    text = json.dumps(recipe_json_schema(), indent=2)
+    with _user_errors():
+        if format_ not in ("json", "markdown"):
+            raise UsageError(f"--format {format_}: use json or markdown")
+    text = json.dumps(recipe_json_schema(), indent=2) if format_ == "json" else recipe_reference().rstrip("\n")
     if out is None:
         typer.echo(text)
     else:
@@ -209,83 +229,8 @@ def schema(out: Annotated[Optional[Path], typer.Option("--out", help="Write to t
         typer.echo(f"wrote {out}", err=True)
 
 
-@app.command()
-def profile(
-        artifacts: Annotated[list[Path], typer.Argument(
-            help="ONNX classifier files or TensorRT engines (.engine, .plan); several are timed side by side, "
-            "interleaved.", show_default=False)],
-        backend: Annotated[Optional[list[str]], typer.Option(
-            "--backend", "-b", help="onnxruntime-cpu | onnxruntime-cuda | onnxruntime-tensorrt | openvino-cpu | tensorrt | all "
-            "(repeatable or comma-separated; default: onnxruntime-cpu for ONNX, tensorrt for engines).",
-            show_default=False)] = None,
-        batch: Annotated[Optional[list[str]], typer.Option(
-            "--batch", help="Batch sizes: --batch 1 8 32, --batch 1,8,32 or --batch 1 --batch 8 (default: 1 8 32).",
-            show_default=False)] = None,
-        threads: Annotated[int, typer.Option(
-            "--threads", min=0, help="Intra-op threads of onnxruntime and OpenVINO: 1 (default) as recipes' profile.threads, "
-            "so the numbers match a run's report; 0 = every core this process may use.")] = 1,
-        warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed runs per artifact, backend and batch.")] = 10,
-        iterations: Annotated[int, typer.Option("--iterations", min=1, help="Timed runs per round.")] = 50,
-        repeats: Annotated[int, typer.Option("--repeats", min=1, help="Interleaved rounds.")] = 5,
-        out: Annotated[Optional[Path], typer.Option(
-            "--out", help="Folder for latency.json and latency.png (default: ./profile-<artifact stem>).",
-            show_default=False)] = None) -> None:
-    """Measure latency (p50/p90/p99, throughput) of ONNX files or TensorRT engines; write JSON and a plot."""
-    from .artifacts import default_profile_folder
-    from .profiling.latency import plan_targets, profile_targets, write_profile
-
-    with _user_errors():
-        files, batches = _profile_inputs(artifacts, batch)
-        targets = plan_targets(files, _comma_list(backend), batches)
-        out_dir = out if out is not None else default_profile_folder(files)
-        if out_dir.exists() and not out_dir.is_dir():
-            from .errors import OutputDirError
-
-            raise OutputDirError(f"--out {out_dir}: exists and is not a folder")
-        stats = profile_targets(targets, batches, threads or None, warmup, iterations, repeats)
-        written = write_profile(stats, out_dir)
-    _print_latency(stats, written)
-
-
-def _profile_inputs(artifacts: list[Path], batch: list[str] | None) -> tuple[list[Path], list[int]]:
-    """Files and batch sizes; bare numbers after ``--batch 1`` (``--batch 1 8 32``) are batch sizes, not files."""
-    numbers = [a for a in artifacts if str(a).isdigit() and not a.exists()]
-    if numbers and not batch:
-        raise UsageError(f"artifact not found: {numbers[0]} (to set batch sizes use --batch {' '.join(map(str, numbers))})")
-    words = _comma_list(batch) + [str(n) for n in numbers]
-    if not all(w.isdigit() and int(w) > 0 for w in words):
-        raise UsageError(f"--batch takes positive whole numbers, got {' '.join(words)}")
-    batches = list(dict.fromkeys(int(w) for w in words)) or [1, 8, 32]
-    return [a for a in artifacts if a not in numbers], batches
-
-
 def _comma_list(values: list[str] | None) -> list[str]:
     return [part.strip() for value in values or [] for part in value.split(",") if part.strip()]
-
-
-def _print_latency(stats: list, written: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    from .profiling.latency import environment, ratios_per_backend
-
-    ratios = {(r.artifact, r.backend, r.batch): r.ratio for r in ratios_per_backend(stats)}
-    env, first = environment(stats), stats[0]
-    caption = (f"warm-up {first.warmup}, {first.iterations} runs x {first.repeats} interleaved rounds; threads "
-               f"{'/'.join(map(str, env['threads']))}; {env['versions'].get('gpu') or env['cpu']}\n"
-               "spread: (slowest - fastest round median) / median" + ("; vs first: ratio to the first artifact, "
-                                                                       "median over rounds" if ratios else ""))
-    headers = ["artifact", "backend", "batch", "p50 ms", "p90 ms", "p99 ms", "img/s", "spread"]
-    table = Table(*headers, *(["vs first"] if ratios else []), caption=caption)
-    for s in stats:
-        ratio = ratios.get((s.artifact, s.backend, s.batch))
-        cells = [s.artifact, s.backend, str(s.batch), f"{s.p50_ms:.3f}", f"{s.p90_ms:.3f}", f"{s.p99_ms:.3f}",
-                 f"{s.throughput:,.0f}", f"{s.round_spread:.1%}"]
-        table.add_row(*cells, *([f"{ratio:.2f}x" if ratio else "1.00x"] if ratios else []))
-    console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)  # piped / CI: no cut names
-    console.print(table)
-    png = written["png"]
-    console.print(f"wrote {written['json']}" + (f" and {png}" if isinstance(png, Path) else f" (no plot: {png})"))
 
 
 def _check_paths(recipe) -> None:
@@ -326,6 +271,7 @@ def _print_summary(report: dict, out_dir: Path) -> None:
     from rich.markup import escape
 
     from .artifacts import PRUNED_ONNX, is_headline
+    from .report.markdown import NO_ACCURACY_GATE, accuracy_gated
 
     for ratio in report["latency_ratios"]:  # the headline ones; the full set is in report.md
         if not is_headline(ratio["artifact"], ratio["reference"]):
@@ -339,16 +285,19 @@ def _print_summary(report: dict, out_dir: Path) -> None:
     console = Console()
     console.print(table)
     print_gates(console, report["gates"])
+    if not accuracy_gated(report["gates"]):
+        console.print(f"  [yellow]{NO_ACCURACY_GATE}[/yellow]")
     missed = [g for g in report["gates"] if not g["passed"]]
     if missed:  # what CI needs to see when the job fails
         failed = Table("gate", "limit", "value", "how measured", title="gates missed", title_style="bold red")
         for g in missed:
-            failed.add_row(escape(g["name"]), str(g["limit"]), "-" if g["value"] is None else str(g["value"]),
+            failed.add_row(escape(g["name"]), f"{g['limit']:.4g}", "-" if g["value"] is None else f"{g['value']:.4g}",
                            escape(g["detail"]))
         console.print(failed)
     console.print(f"report: {RunLayout(out_dir).report_md}")
 
 
+app.command()(profile)
 app.command()(deploy)
 
 
@@ -377,11 +326,17 @@ def main() -> None:
     if hint:
         print(f"error: {hint}", file=sys.stderr)
         sys.exit(2)
+    signal.signal(signal.SIGTERM, _raise_terminated)  # stop where it is, as Ctrl-C does, not die mid-write
     try:
         app()
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    except (KeyboardInterrupt, Terminated) as exc:
+        name, code = SIGNAL_EXIT[type(exc)]
+        print(f"interrupted ({name})", file=sys.stderr)
+        sys.exit(code)
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
 
 
 if __name__ == "__main__":

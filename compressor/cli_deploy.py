@@ -13,14 +13,16 @@ import typer
 def deploy(
         run_dir: Annotated[Path, typer.Argument(help="A finished run folder (compress run --out).", show_default=False)],
         backend: Annotated[Optional[list[str]], typer.Option(
-            "--backend", "-b", help="Backend to measure on the device (repeatable or comma-separated): onnxruntime-cpu, "
+            "--backend", "-b", metavar="BACKEND",
+            help="Backend to measure on the device (repeatable or comma-separated): onnxruntime-cpu, "
             "onnxruntime-cuda, onnxruntime-tensorrt, openvino-cpu, tensorrt. Default: the recipe's profile.backends "
             "that time files.", show_default=False)] = None,
         name: Annotated[Optional[str], typer.Option(
             "--name", help="Device name, the folder device/<name>/ (default: the device's host name).",
             show_default=False)] = None,
         set_: Annotated[Optional[list[str]], typer.Option(
-            "--set", help="Change a gates.*, profile.* or export.tensorrt.* field for this device: key.path=value "
+            "--set", metavar="KEY=VALUE",
+            help="Change a gates.*, profile.* or export.tensorrt.* field for this device: key.path=value "
             "(repeatable), e.g. 'gates.max_latency_ms=[{batch: 1, p50_ms: 5}]' or "
             "'export.tensorrt.precisions=[fp16, int8]'.", show_default=False)] = None,
         remote: Annotated[Optional[str], typer.Option(

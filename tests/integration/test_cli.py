@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -118,6 +119,34 @@ def test_run_without_export_or_profiling_still_reports(tmp_path, switch):
         assert (out / "export" / "model.onnx").is_file() and "ONNX" in report["reduction"]["counted_on"]
     groups = json.loads((out / "pruned" / "groups.json").read_text())["pruned"]
     assert report["pruning"]["groups_pruned"] == sum(g["kept"] < g["channels"] for g in groups) == 5  # one keeps all
+    assert "max_accuracy_drop" not in {g["name"] for g in report["gates"]}
+    assert "No accuracy gate" in (out / "report.md").read_text() and "No accuracy gate" in result.output
+    assert "validation top-1" not in (out / "report.md").read_text()  # epochs 0: the split is not evaluated
+    assert report["baseline"]["val_accuracy"] is None and report["pruned"]["val_accuracy"] is None
+
+
+def table_cell_counts(markdown: str) -> list[list[int]]:
+    """Cells per row of every table in ``markdown`` (a ``|`` escaped as ``\\|`` is inside a cell)."""
+    tables, rows = [], []
+    for line in [*markdown.splitlines(), ""]:
+        if line.startswith("|"):
+            rows.append(len(re.split(r"(?<!\\)\|", line.strip())) - 2)
+        elif rows:
+            tables.append(rows)
+            rows = []
+    return tables
+
+
+def test_every_report_table_has_as_many_cells_in_each_row_as_in_its_header(quickstart_run):
+    _, out = quickstart_run
+    text = (out / "report.md").read_text()
+    assert "\\|PyTorch - onnxruntime\\|" in text or "max \\|" in text  # the cell that broke the Gates table
+    tables = table_cell_counts(text)
+    assert len(tables) >= 5
+    for rows in tables:
+        assert len(set(rows)) == 1, rows
+    assert table_cell_counts("| a | b |\n|---|---|\n| x \\| y | z |\n") == [[2, 2, 2]]
+    assert table_cell_counts("| a | b |\n|---|---|\n| x | y | z |\n") == [[2, 2, 3]]
 
 
 def test_precision_variants_and_every_cpu_backend_in_one_run(tmp_path):
@@ -174,3 +203,22 @@ def test_set_with_a_space_gets_a_one_line_hint():
 def test_tables_are_not_cut_when_piped():
     output = CliRunner().invoke(app, ["models"]).output
     assert "…" not in output and "akamaster/pytorch_resnet_cifar10" in output
+
+
+def test_help_shows_readable_metavars_on_every_command():
+    for command in ["run", "validate", "inspect", "methods", "models", "schema", "profile", "deploy"]:
+        output = CliRunner().invoke(app, [command, "-h"], terminal_width=200).output
+        assert "<bool>" not in output and "<list[str]>" not in output, (command, output)
+    assert "--set KEY=VALUE" in CliRunner().invoke(app, ["run", "-h"], terminal_width=200).output
+
+
+def test_shell_completion_completes_commands_and_options(tmp_path):
+    env = {**os.environ, "_COMPRESS_COMPLETE": "complete_bash", "COMP_CWORD": "1", "COMP_WORDS": "compress ru"}
+    proc = subprocess.run([sys.executable, "-c", "import sys; sys.argv[0] = 'compress'; from compressor.cli import main; main()"],
+                          capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert proc.stdout.split() == ["run"], proc
+    env.update(COMP_CWORD="2", COMP_WORDS="compress run --ov")
+    proc = subprocess.run([sys.executable, "-c", "import sys; sys.argv[0] = 'compress'; from compressor.cli import main; main()"],
+                          capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert proc.stdout.split() == ["--overwrite"], proc
+    assert "--install-completion" in CliRunner().invoke(app, ["-h"]).output

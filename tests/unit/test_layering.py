@@ -24,7 +24,7 @@ LAYERS: list[set[str]] = [  # bottom first; names are units: a top-level module 
     {"stages"},
     {"report"},
     {"ledger", "pipeline", "device"},
-    {"cli", "cli_deploy", "__main__"},
+    {"cli", "cli_deploy", "cli_profile", "__main__"},
 ]
 RANK = {unit: i for i, layer in enumerate(LAYERS) for unit in layer}
 
