@@ -47,7 +47,7 @@ def main() -> None:
         f"pruning.residual={args.residual}", "pruning.round_to=8", "pruning.compensation=least_squares",
         "export.precisions=[int8]", "export.int8.calibration_images=512", f"export.int8.activations={args.activations}",
         "finetune.epochs=0",
-        "profile.batch_sizes=[1, 32]", "profile.threads=1", f"profile.repeats={args.repeats}", "gates={}",
+        "profile.batch_sizes=[1, 32]", "profile.threads=1", f"profile.repeats={args.repeats}", "gates={max_accuracy_drop: null}",
         f"profile.backends=[{', '.join(args.backends)}]",
     ]
     recipe = load_recipe(REPO / "recipes" / "resnet56_cifar10_l1.yaml", overrides)

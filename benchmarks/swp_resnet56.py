@@ -37,7 +37,7 @@ def main() -> None:
     args = parser.parse_args()
     overrides = [
         *resnet56_overrides(args.data, train_subset=args.subset), "data.val_split=500",
-        f"method.epochs={args.epochs}", f"method.mode={args.mode}", "gates={}",
+        f"method.epochs={args.epochs}", f"method.mode={args.mode}", "gates={max_accuracy_drop: null}",
     ]
     overrides += [f"{key}={value}" for key, value in (("method.alpha", args.alpha), ("method.threshold", args.threshold),
                                                        ("finetune.epochs", args.finetune_epochs)) if value is not None]

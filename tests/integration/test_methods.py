@@ -18,7 +18,7 @@ QUICKSTART = REPO / "recipes" / "quickstart.yaml"
 SMALL = ["pruning.latency_target=null", "pruning={macs_reduction_pct: 50, round_to: 8}",
          "data.train.num_images=1500", "data.test.num_images=300", "data.val_split=200", "data.calibration_images=64",
          "finetune.epochs=1", "data.batch_size=32", "profile.batch_sizes=[1]", "profile.iterations=3",
-         "profile.repeats=1", "profile.warmup=1", "export.parity_images=8", "gates={}"]
+         "profile.repeats=1", "profile.warmup=1", "export.parity_images=8", "gates={max_accuracy_drop: null}"]
 METHOD_OPTIONS = {"hrank": ["method.images=32"], "pfp": ["method.sample_size=16"], "functionality": ["method.images=32"]}
 
 

@@ -43,6 +43,7 @@ def test_fold_and_least_squares_reduce_the_error():
     assert fold < plain and least_squares < plain, (plain, fold, least_squares)
 
 
+@pytest.mark.slow  # VGG-16 at CIFAR size, four prunes: about 15 s
 def test_consumers_also_pruned_on_their_outputs_and_under_determined_fits():
     """VGG: every conv both consumes a pruned group and produces one. With 64 calibration images the 4x4 and 2x2
     layers have fewer samples than 5 per weight: least squares leaves them (and says so) instead of overfitting."""
