@@ -1,4 +1,5 @@
-# Two set-up-free entry points (see README): `make quickstart` and `make test`.
+# Two set-up-free entry points (see README): `make quickstart` and `make test-all` (CI's); `make test` is the
+# quick subset.
 # Each creates or refreshes .venv itself: torch==2.13.0 first (the CPU wheel; any other torch spec pulls
 # several GB of CUDA packages), then compressor with its dev extras. Re-runs only when pyproject.toml changes.
 
@@ -21,7 +22,13 @@ env: $(STAMP)
 quickstart: $(STAMP)
 	$(VENV)/bin/compress run recipes/quickstart.yaml --out runs/quickstart --overwrite
 
+# The quick loop while editing: lint + the unit tests not marked slow (about 1.5 minutes here).
 test: $(STAMP)
+	$(VENV)/bin/ruff check compressor tests benchmarks scripts
+	$(PY) -m pytest -q tests/unit -m "not slow"
+
+# Everything, as CI runs it (.ci/run): unit, integration, slow (about 13 minutes here).
+test-all: $(STAMP)
 	$(VENV)/bin/ruff check compressor tests benchmarks scripts
 	$(PY) -m pytest -q
 
