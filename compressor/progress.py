@@ -74,11 +74,12 @@ class StatusBar:
             self._bar.__exit__(*exc)
 
 
-_current: list[str] = []  # the pipeline stage running now (what an interruption reports)
+_current: list[str] = []  # the pipeline stage started last (what an interruption reports)
 
 
 def current_stage() -> str | None:
-    """The pipeline stage running now, or the one an exception left (None before the first)."""
+    """The pipeline stage started last: the one running now, or where an exception stopped the run (None before
+    the first)."""
     return _current[-1] if _current else None
 
 

@@ -62,6 +62,14 @@ def _delta(new, old) -> str:
     return f"{new - old:+.2f}"
 
 
+NO_ACCURACY_GATE = ("No accuracy gate: the recipe sets `gates.max_accuracy_drop: null`, so the top-1 above is "
+                    "reported, not checked")
+
+
+def accuracy_gated(gates: list[dict]) -> bool:
+    return any(g["name"] == "max_accuracy_drop" for g in gates)
+
+
 def gates_section(r: dict) -> str:
     """``## Gates``: the table of ``r["gates"]`` (a run's report, or one device's summary)."""
     note = f"\n\n{NO_ACCURACY_GATE}." if "baseline" in r and not accuracy_gated(r["gates"]) else ""
@@ -71,13 +79,6 @@ def gates_section(r: dict) -> str:
             for g in r["gates"]]  # 4 significant digits: a parity limit such as 0.01134 is not 0.01
     return "## Gates\n\n" + table(["gate", "limit", "value", "result", "how measured"], rows) + note
 
-
-NO_ACCURACY_GATE = ("No accuracy gate: the recipe sets `gates.max_accuracy_drop: null`, so the top-1 above is "
-                    "reported, not checked")
-
-
-def accuracy_gated(gates: list[dict]) -> bool:
-    return any(g["name"] == "max_accuracy_drop" for g in gates)
 
 
 def _latency(r: dict) -> str:
