@@ -28,8 +28,8 @@ from compressor.cli import main
 
 original = stages.finetune
 
-def probe(ctx, model, cfg, method_cfg, pruned):
-    result = original(ctx, model, cfg, method_cfg, pruned)
+def probe(ctx, model, *args, **kwargs):
+    result = original(ctx, model, *args, **kwargs)
     widths = {n: list(p.shape) for n, p in model.state_dict().items() if p.ndim > 1}
     checksum = sum(float(p.double().abs().sum()) for p in model.state_dict().values() if p.is_floating_point())
     out = os.environ["RANK_PROBE_DIR"]
