@@ -8,6 +8,8 @@ interleaved rounds). Prints the figures the benchmarks README quotes; the run fo
 
     .venv/bin/python benchmarks/swp_resnet56.py [--data ../shared/data] [--epochs 4] [--alpha A]
         [--finetune-epochs 4] [--mode finetune] [--out runs/swp]
+    .venv/bin/python benchmarks/swp_resnet56.py --mode reconstruct --sparsity 0.7 [--budget global]
+        [--finetune-epochs 0]      # retrain-free: stripes chosen and re-fitted on 512 calibration images
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--alpha", type=float, default=None, help="default: the recipe's")
     parser.add_argument("--threshold", type=float, default=None, help="default: the recipe's")
-    parser.add_argument("--mode", choices=["finetune", "scratch"], default="finetune")
+    parser.add_argument("--mode", choices=["finetune", "scratch", "reconstruct"], default="finetune")
+    parser.add_argument("--sparsity", type=float, default=None, help="mode reconstruct: share of stripes removed")
+    parser.add_argument("--budget", choices=["global", "layer"], default="global", help="mode reconstruct")
     parser.add_argument("--finetune-epochs", type=int, default=None, help="after removal, stripes frozen; default: the recipe's")
     parser.add_argument("--subset", type=int, default=10500)
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "swp_resnet56")
@@ -39,6 +43,8 @@ def main() -> None:
         *resnet56_overrides(args.data, train_subset=args.subset), "data.val_split=500",
         f"method.epochs={args.epochs}", f"method.mode={args.mode}", "gates={max_accuracy_drop: null}",
     ]
+    if args.mode == "reconstruct":
+        overrides += [f"method.sparsity={args.sparsity}", f"method.budget={args.budget}", "data.calibration_images=512"]
     overrides += [f"{key}={value}" for key, value in (("method.alpha", args.alpha), ("method.threshold", args.threshold),
                                                        ("finetune.epochs", args.finetune_epochs)) if value is not None]
     recipe = load_recipe(REPO / "recipes" / "swp_resnet56_cifar10.yaml", overrides)

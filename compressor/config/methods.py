@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union, get_args
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from .fields import StrictModel
+from .fields import Ratio, StrictModel
 
 
 class MethodOptions(StrictModel):
@@ -129,19 +129,34 @@ class SWPOptions(MethodOptions):
     threshold: Annotated[float, Field(gt=0)] = Field(
         0.05, description="delta: skeleton entries with |I| <= delta are pruned (paper's ResNet-56 rows: 0.05 params, "
         "0.09 FLOPs; reference README: 0.01). In mode finetune, relative to the filter's strongest stripe.")
-    mode: Literal["finetune", "scratch"] = Field(
+    mode: Literal["finetune", "scratch", "reconstruct"] = Field(
         "finetune", description="finetune (from a trained checkpoint): skeleton initialised from the trained stripe "
         "norms and kept at max |I| = 1 per filter, a departure from the paper (see the method docstring); scratch: "
-        "the reference rule (I = 1, absolute delta), for the paper's long from-scratch training.")
+        "the reference rule (I = 1, absolute delta), for the paper's long from-scratch training; reconstruct: no "
+        "training, the sparsity share of each layer's weakest stripes removed and the survivors re-fitted by least "
+        "squares to the original layer's output on the calibration images (a departure, methods/stripe_fit.py).")
+    sparsity: Ratio | None = Field(
+        None, description="mode reconstruct: the share of the KxK convs' stripes removed (every filter keeps one).")
+    budget: Literal["global", "layer"] = Field(
+        "global", description="mode reconstruct: global shares the sparsity out over the layers by how much of its "
+        "output each would lose (measured on the calibration images); layer removes it from every layer alike.")
+
+    @model_validator(mode="after")
+    def _sparsity_with_reconstruct(self) -> "SWPOptions":
+        if (self.mode == "reconstruct") != (self.sparsity is not None):
+            raise ValueError("method.sparsity goes with method.mode: reconstruct (and mode reconstruct needs it, "
+                             "e.g. sparsity: 0.5)")
+        return self
 
     @property
     def allocates(self) -> bool:
-        """SWP decides what goes (stripes under delta): no ratio or target is needed."""
+        """SWP decides what goes (stripes under delta, or the sparsity share): no ratio or target is needed."""
         return True
 
     @property
     def trains(self) -> bool:
-        return True
+        """Modes finetune and scratch train the skeleton; reconstruct trains nothing."""
+        return self.mode != "reconstruct"
 
 
 METHOD_OPTIONS: tuple[type[MethodOptions], ...] = tuple(sorted(

@@ -41,8 +41,13 @@ Departures from the reference code, each controlled by the recipe:
   far more, see the shipped recipe).
 - Checkpoints are never selected on the test set; the last epoch is kept (its masks are the result).
 
+- ``mode: reconstruct`` trains nothing: the ``sparsity`` share of every KxK conv's weakest stripes (relative to
+  their filter) goes and each filter's surviving weights are re-fitted by least squares to the original layer's
+  output, layer by layer from the pruned network's inputs on the calibration images (``stripe_fit.py``); users
+  start from a trained network, where 160 epochs from scratch are not an option on a CPU.
+
 Measured (benchmarks/README.md): the accuracy / stripe-sparsity / latency trade-off of mode finetune on
-ResNet-56.
+ResNet-56, and mode reconstruct retrain-free and with a short fine-tune.
 """
 
 from __future__ import annotations
@@ -52,7 +57,7 @@ import torch.nn as nn
 from torch.nn.utils import parametrize
 
 from ..config.methods import SWPOptions
-from .base import Allocation, AllocationSpace, Rounding, TrainingHooks, TrainingMethod, register
+from .base import Allocation, AllocationSpace, CalibrationContext, Rounding, TrainingHooks, TrainingMethod, register
 from .soft_masks import layer_positions
 
 
@@ -126,6 +131,28 @@ def alive_stripes(conv: nn.Conv2d) -> torch.Tensor:
 class SWP(TrainingMethod):
     summary = "stripe-wise pruning: a learnable Filter Skeleton prunes kernel positions of each filter (Meng et al.)"
     paper = "https://arxiv.org/abs/2009.14410"
+
+    def __init__(self, options: SWPOptions, seed: int = 0):
+        super().__init__(options, seed)
+        self.needs_calibration = options.mode == "reconstruct"  # stripes chosen and re-fitted on calibration data
+        self.removable: dict[str, list[int]] = {}
+
+    # ---------------------------------------------------------------------------- mode reconstruct
+    @torch.no_grad()
+    def calibrate(self, model: nn.Module, groups: list, ctx: CalibrationContext) -> None:
+        """Mode reconstruct: prune ``sparsity`` of every KxK conv's stripes and re-fit the rest (stripe_fit)."""
+        import copy
+
+        from .stripe_fit import reconstruct
+
+        self.layers = skeleton_layers(model)
+        original = copy.deepcopy(model).eval()
+        per_layer = reconstruct(model, original, self.layers, self.options.sparsity, ctx.batches, ctx.device, ctx.seed,
+                                self.options.budget)
+        kept, total = sum(r["stripes"] for r in per_layer.values()), sum(r["of"] for r in per_layer.values())
+        self.details = {"mode": "reconstruct", "sparsity": self.options.sparsity, "stripes_kept": kept,
+                        "stripes_total": total, "stripe_sparsity": round(1 - kept / max(1, total), 4),
+                        "calibration_images": ctx.num_images, "layers": per_layer}
 
     # --------------------------------------------------------------------------------- training hooks
     def begin(self, model: nn.Module, groups: list, final_kept: dict[str, int] | None = None,

@@ -34,7 +34,7 @@ def prune(ctx: Context, model: nn.Module, method_cfg: MethodOptions, cfg: Prunin
     trainer = Trainer(inputs.loaders.train, inputs.loaders.val, tune, device, ctx.seed,
                       teacher=inputs.model if tune.distill is not None else None)
     masked = None
-    if isinstance(method, TrainingMethod):
+    if isinstance(method, TrainingMethod) and method_cfg.trains:  # SWP mode reconstruct trains nothing
         masked = train_with_masks(model, method, inputs.input_shape, cfg, trainer, ctx.layout.checkpoint("prune"))
     oracle = _oracle(model, inputs.input_shape, latency)
     try:
