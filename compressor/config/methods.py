@@ -133,8 +133,9 @@ class SWPOptions(MethodOptions):
         "finetune", description="finetune (from a trained checkpoint): skeleton initialised from the trained stripe "
         "norms and kept at max |I| = 1 per filter, a departure from the paper (see the method docstring); scratch: "
         "the reference rule (I = 1, absolute delta), for the paper's long from-scratch training; reconstruct: no "
-        "training, the sparsity share of each layer's weakest stripes removed and the survivors re-fitted by least "
-        "squares to the original layer's output on the calibration images (a departure, methods/stripe_fit.py).")
+        "training, the sparsity share of the stripes removed where the least-squares residual rises least and the "
+        "survivors re-fitted to the original layer's output on the calibration images (a departure, "
+        "methods/stripe_fit.py).")
     sparsity: Ratio | None = Field(
         None, description="mode reconstruct: the share of the KxK convs' stripes removed (every filter keeps one).")
     budget: Literal["global", "layer"] = Field(

@@ -40,11 +40,11 @@ Departures from the reference code, each controlled by the recipe:
   prunes far less; 0.09 is the FLOPs row); ``alpha`` to 1e-5 as the paper's CIFAR runs (mode finetune needs
   far more, see the shipped recipe).
 - Checkpoints are never selected on the test set; the last epoch is kept (its masks are the result).
-
-- ``mode: reconstruct`` trains nothing: the ``sparsity`` share of every KxK conv's weakest stripes (relative to
-  their filter) goes and each filter's surviving weights are re-fitted by least squares to the original layer's
-  output, layer by layer from the pruned network's inputs on the calibration images (``stripe_fit.py``); users
-  start from a trained network, where 160 epochs from scratch are not an option on a CPU.
+- ``mode: reconstruct`` trains nothing: ``sparsity`` of the KxK convs' stripes go, those whose removal raises the
+  layer's least-squares residual least (shared out over the layers by the same costs with ``budget: global``),
+  and each filter's surviving weights are re-fitted by least squares to the original layer's output, layer by
+  layer from the pruned network's inputs on the calibration images (``stripe_fit.py``): users start from a
+  trained network, where 160 epochs from scratch are not an option on a CPU.
 
 Measured (benchmarks/README.md): the accuracy / stripe-sparsity / latency trade-off of mode finetune on
 ResNet-56, and mode reconstruct retrain-free and with a short fine-tune.
