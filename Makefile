@@ -27,7 +27,7 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check compressor tests benchmarks scripts
 	$(PY) -m pytest -q tests/unit -m "not slow"
 
-# Everything, as CI runs it (.ci/run): unit, integration, slow (about 13 minutes here).
+# Everything, as CI runs it (.ci/run): unit, integration, slow (about 14 minutes here).
 test-all: $(STAMP)
 	$(VENV)/bin/ruff check compressor tests benchmarks scripts
 	$(PY) -m pytest -q

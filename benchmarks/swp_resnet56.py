@@ -44,7 +44,8 @@ def main() -> None:
         f"method.epochs={args.epochs}", f"method.mode={args.mode}", "gates={max_accuracy_drop: null}",
     ]
     if args.mode == "reconstruct":
-        overrides += [f"method.sparsity={args.sparsity}", f"method.budget={args.budget}", "data.calibration_images=512"]
+        overrides += [f"method.sparsity={args.sparsity}", f"method.budget={args.budget}", "data.calibration_images=512",
+                      "pruning.bn_recalibration=null"]  # the re-fit matched the original outputs; BN stays as trained
     overrides += [f"{key}={value}" for key, value in (("method.alpha", args.alpha), ("method.threshold", args.threshold),
                                                        ("finetune.epochs", args.finetune_epochs)) if value is not None]
     recipe = load_recipe(REPO / "recipes" / "swp_resnet56_cifar10.yaml", overrides)
