@@ -101,6 +101,7 @@ def test_train_is_augmented_and_eval_is_not():
     assert torch.equal(val_ds[0][0], val_ds[0][0])
 
 
+@pytest.mark.slow  # seconds: runs in make test-all, not in the quick loop
 def test_loader_batches_match_manual_normalisation(tmp_path):
     path = write_npz(tmp_path / "d.npz", num=30)
     cfg = data_config({"format": "npz", "path": str(path)}, val_split=5, eval_batch_size=30)

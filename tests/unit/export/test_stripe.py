@@ -113,6 +113,7 @@ def sparse_plain_net(sparsity: float) -> nn.Module:
     return model
 
 
+@pytest.mark.slow  # seconds: runs in make test-all, not in the quick loop
 def test_rewrite_of_an_exported_network_keeps_its_outputs(tmp_path):
     model = sparse_plain_net(0.7)
     path = tmp_path / "model.onnx"

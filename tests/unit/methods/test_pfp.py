@@ -73,6 +73,7 @@ def calibrated(cfg: PruningConfig, variant: str = "deterministic"):
 @pytest.mark.parametrize("cfg", [PruningConfig(params_reduction_pct=40, residual="internal"),
                                  PruningConfig(macs_reduction_pct=50, residual="internal"),
                                  PruningConfig(params_reduction_pct=30, residual="coupled")])
+@pytest.mark.slow  # seconds: runs in make test-all, not in the quick loop
 def test_epsilon_budget_lands_within_half_a_percent(cfg):
     model, method, ctx = calibrated(cfg)
     decision = decide(model, (3, 32, 32), method, cfg, ctx)
@@ -103,6 +104,7 @@ def test_sampling_ends_when_a_channel_is_almost_never_drawn():
     assert kept.tolist() == [0, 1, 2, 3] and weight[3] == 1.0
 
 
+@pytest.mark.slow  # seconds: runs in make test-all, not in the quick loop
 def test_sampling_variant_keeps_the_plan_and_reweights_kept_channels():
     cfg = PruningConfig(macs_reduction_pct=50, residual="internal", round_to=8)
     model, method, ctx = calibrated(cfg, variant="sampling")

@@ -185,6 +185,7 @@ def _train_ghfp(tmp_path, stop_at=None):
     return model, method, result.resumed_from
 
 
+@pytest.mark.slow  # seconds: runs in make test-all, not in the quick loop
 def test_mask_training_resumes_from_its_epoch_checkpoint_exactly(tmp_path):
     straight, straight_method, _ = _train_ghfp(tmp_path / "a")
     with pytest.raises(KeyboardInterrupt):

@@ -182,6 +182,7 @@ def test_training_with_the_skeleton_prunes_stripes():
     assert isinstance(model.get_submodule("layer1.0.conv1"), nn.Conv2d) and weight.requires_grad
 
 
+@pytest.mark.slow  # seconds: runs in make test-all, not in the quick loop
 def test_skeleton_training_resumes_from_its_epoch_checkpoint_exactly(tmp_path):
     from compressor.training import LoopOptions
 

@@ -157,6 +157,7 @@ def test_register_model_as_decorator(monkeypatch):
         register_model("tiny_test_net", resnet20, input_shape=(3, 32, 32), description="clash")
 
 
+@pytest.mark.slow  # seconds: runs in make test-all, not in the quick loop
 def test_package_import_stays_light():
     code = "import sys, compressor.models; print(sorted(m for m in sys.modules if m.split('.')[0] in " \
            "('torch_pruning', 'onnx', 'onnxruntime', 'torchvision')))"

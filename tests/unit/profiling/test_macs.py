@@ -39,6 +39,7 @@ def test_single_conv_hand_computed(tmp_path):
     assert [(layer.name, layer.op_type, layer.params) for layer in torch_cost.layers] == [("conv", "Conv2d", 224)]
 
 
+@pytest.mark.slow  # seconds: runs in make test-all, not in the quick loop
 @pytest.mark.parametrize("cls, shape", [(PlainNet, (3, 16, 16)), (TinyResNet, (3, 16, 16)), (TokenNet, (3, 8, 8))])
 def test_onnx_and_torch_macs_agree_layer_by_layer(tmp_path, cls, shape):
     model = randomize_bn(cls())
@@ -56,6 +57,7 @@ def test_plain_net_hand_computed():
     assert cost.macs == sum(expected.values())
 
 
+@pytest.mark.slow  # seconds: runs in make test-all, not in the quick loop
 def test_token_net_uses_matmul_and_conv_transpose(tmp_path):
     model = TokenNet()
     cost = count_onnx(_export(model, (3, 8, 8), tmp_path / "tok.onnx"))
@@ -66,6 +68,7 @@ def test_token_net_uses_matmul_and_conv_transpose(tmp_path):
     assert macs["mix"] == 16 * 12 * 6                    # 16 tokens x 12 outputs x 6 inputs
 
 
+@pytest.mark.slow  # seconds: runs in make test-all, not in the quick loop
 def test_onnx_params_count_the_bn_folded_graph(tmp_path):
     model = randomize_bn(TinyResNet())
     torch_cost = count_torch(model, (3, 16, 16))

@@ -36,6 +36,7 @@ def output_error(build, compensation: str, ratio: float = 0.4) -> float:
         return ((model(test) - expected).norm() / expected.norm()).item()
 
 
+@pytest.mark.slow  # seconds: runs in make test-all, not in the quick loop
 def test_fold_and_least_squares_reduce_the_error():
     plain = output_error(resnet20, "none")
     fold = output_error(resnet20, "fold")
@@ -80,6 +81,7 @@ def test_least_squares_reproduces_a_removed_duplicate_exactly():
         assert ((model(test) - expected).abs().max() / expected.abs().max()).item() < 1e-4
 
 
+@pytest.mark.slow  # seconds: runs in make test-all, not in the quick loop
 @pytest.mark.parametrize("compensation", ["fold", "least_squares"])
 def test_layerwise_with_compensation_on_coupled_groups(compensation):
     """Each step compensates against the network as it was before that step (widths already changed)."""

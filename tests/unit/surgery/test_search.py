@@ -31,6 +31,7 @@ def test_coarse_rounding_still_reaches_the_target(target):
     assert all(plan.kept[k] % 8 == 0 for k in plan.kept)
 
 
+@pytest.mark.slow  # seconds: runs in make test-all, not in the quick loop
 def test_search_succeeds_exactly_when_some_plan_is_within_tolerance():
     """Brute force over every kept-count combination of quicknet's three internal groups."""
     for target in range(10, 80, 3):
