@@ -57,14 +57,14 @@ def removal_order(gram: torch.Tensor, cross: torch.Tensor, target_sq: torch.Tens
     solution = inverse @ cross
     states = [[list(range(positions)), inverse.clone(), solution[:, f].clone()] for f in range(n)]
     energy = target_sq.clamp_min(1e-30) * n
-    costs = [_removal_costs(*state, channels, positions) / energy[f] for f, state in enumerate(states)]
+    costs = [_removal_costs(*state, channels) / energy[f] for f, state in enumerate(states)]
     order = []
     for _ in range(min(drop, n * (positions - 1))):
         f = min((f for f in range(n) if len(states[f][0]) > 1), key=lambda f: float(costs[f].min()))
         slot = int(costs[f].argmin())
         order.append((f, states[f][0][slot], float(costs[f][slot])))
-        _downdate(states[f], slot, channels, positions)
-        costs[f] = _removal_costs(*states[f], channels, positions) / energy[f]
+        _downdate(states[f], slot, channels)
+        costs[f] = _removal_costs(*states[f], channels) / energy[f]
     return order
 
 
@@ -97,17 +97,12 @@ def allocate(model: nn.Module, layers: list[str], sparsity: float, batches, devi
     return drops
 
 
-def _columns(kept: list[int], channels: int, positions: int) -> torch.Tensor:
-    """Unfold columns (channel-major) of the kept positions, in the order of ``kept`` within each channel."""
-    return torch.tensor([c * positions + p for c in range(channels) for p in kept])
-
-
 def _block(kept: list[int], slot: int, channels: int) -> torch.Tensor:
     """Indices, within the kept columns, of position ``kept[slot]`` for every channel."""
     return torch.arange(channels) * len(kept) + slot
 
 
-def _removal_costs(kept: list[int], inverse: torch.Tensor, w: torch.Tensor, channels: int, positions: int):
+def _removal_costs(kept: list[int], inverse: torch.Tensor, w: torch.Tensor, channels: int):
     out = torch.empty(len(kept), dtype=inverse.dtype)
     for slot in range(len(kept)):
         idx = _block(kept, slot, channels)
@@ -116,11 +111,13 @@ def _removal_costs(kept: list[int], inverse: torch.Tensor, w: torch.Tensor, chan
     return out
 
 
-def _downdate(state: list, slot: int, channels: int, positions: int) -> None:
+def _downdate(state: list, slot: int, channels: int) -> None:
     """Remove position ``state[0][slot]`` from a filter's kept set, its inverse Gram and its solution."""
     kept, inverse, w = state
     idx = _block(kept, slot, channels)
-    rest = torch.tensor([i for i in range(inverse.shape[0]) if i not in set(idx.tolist())])
+    others = torch.ones(inverse.shape[0], dtype=torch.bool)
+    others[idx] = False
+    rest = torch.nonzero(others).flatten()
     a_rp, a_pp = inverse[rest][:, idx], inverse[idx][:, idx]
     correction = a_rp @ torch.linalg.inv(a_pp)
     state[1] = inverse[rest][:, rest] - correction @ inverse[idx][:, rest]
@@ -181,8 +178,9 @@ def _statistics(model: nn.Module, original: nn.Module, name: str, batches, devic
     rows = 0
     for images, *_ in batches():
         images = images.to(device)
-        x = _capture(model, conv, images, "input")
-        y = _capture(original, reference, images, "output")
+        x, y = _capture(model, conv, images)
+        if original is not model:  # the pruned network's inputs against the original layer's outputs
+            y = _capture(original, reference, images)[1]
         if reference.bias is not None:
             y = y - reference.bias.view(1, -1, 1, 1)
         cols = F.unfold(x, conv.kernel_size, conv.dilation, conv.padding, conv.stride)  # (B, C*K*K, L)
@@ -197,12 +195,12 @@ def _statistics(model: nn.Module, original: nn.Module, name: str, batches, devic
     return gram, cross, target_sq, rows
 
 
-def _capture(model: nn.Module, layer: nn.Module, images: torch.Tensor, what: str) -> torch.Tensor:
-    """The input or output tensor of ``layer`` when ``model`` runs on ``images`` (the pass stops there)."""
+def _capture(model: nn.Module, layer: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The input and output tensors of ``layer`` when ``model`` runs on ``images`` (the pass stops there)."""
     found = {}
 
     def hook(module, inputs, output):
-        found["t"] = inputs[0] if what == "input" else output
+        found["t"] = (inputs[0].detach(), output.detach())
         raise _Captured
 
     handle = layer.register_forward_hook(hook)
@@ -212,4 +210,4 @@ def _capture(model: nn.Module, layer: nn.Module, images: torch.Tensor, what: str
         pass
     finally:
         handle.remove()
-    return found["t"].detach()
+    return found["t"]
