@@ -10,9 +10,10 @@ is one error naming the path and the formats to choose from.
 
 from __future__ import annotations
 
-import os
 import zipfile
 from pathlib import Path
+
+from .fields import resolve_path
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 CHOOSE = "set data.{role}.format to cifar10, cifar100, imagefolder or npz"
@@ -23,10 +24,7 @@ def resolve_auto(source: dict, role: str, base_dir: Path | None) -> dict:
     raw = source.get("path")
     if raw is None:
         raise ValueError(f"data.{role}: format auto needs a path")
-    path = Path(os.path.expanduser(str(raw)))
-    if not path.is_absolute():
-        path = Path(base_dir or Path.cwd()) / path
-    path = Path(os.path.normpath(path))
+    path = resolve_path(str(raw), base_dir)  # as every recipe path field resolves it
     if not path.exists():
         raise ValueError(f"data.{role}.path: not found: {path}")
     rest = {k: v for k, v in source.items() if k not in ("format", "path")}

@@ -27,13 +27,16 @@ class StrictModel(BaseModel):
 def _resolve_path(value: Path, info: ValidationInfo) -> Path:
     """Relative paths are taken relative to ``context['base_dir']`` (the recipe's folder, or the current
     directory for ``--set`` overrides); ``~`` is expanded; ``builtin:NAME`` names a file shipped with compressor."""
-    text = str(value)
+    return resolve_path(str(value), (info.context or {}).get("base_dir"))
+
+
+def resolve_path(text: str, base_dir: Path | None) -> Path:
+    """:func:`_resolve_path` outside a field: ``text`` against ``base_dir`` (None: the current directory)."""
     if text.startswith(BUILTIN_PREFIX):
         return ASSETS_DIR / text[len(BUILTIN_PREFIX):]
     path = Path(os.path.expanduser(text))
     if not path.is_absolute():
-        base = (info.context or {}).get("base_dir") or Path.cwd()
-        path = Path(base) / path
+        path = Path(base_dir or Path.cwd()) / path
     return Path(os.path.normpath(path))
 
 
