@@ -24,8 +24,6 @@ from .schema import (
     BNRecalibration,
     CifarSource,
     DataConfig,
-    DistillConfig,
-    FinetuneConfig,
     GatesConfig,
     ImageFolderSource,
     LatencyGate,
@@ -38,6 +36,7 @@ from .schema import (
     Recipe,
     SyntheticSource,
 )
+from .training import DistillConfig, FinetuneConfig
 
 __all__ = [
     "IMAGENET_MEAN", "IMAGENET_STD", "METHOD_OPTIONS", "SCHEMA_VERSION", "Augment", "BNRecalibration", "Backend",

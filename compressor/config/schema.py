@@ -1,8 +1,9 @@
 """The recipe: one YAML file that says what to compress, how, and which gates the result must pass.
 
 :class:`Recipe` and its sections; ``config.load`` reads, expands and validates the file once (unknown keys
-are errors, every error names its field). Defaults live here (and in ``deploy.py`` / ``methods.py`` for the
-export, profile and method sections) and nowhere else. Torch-free: validating a recipe never imports torch.
+are errors, every error names its field). Defaults live here (and in ``deploy.py`` / ``methods.py`` /
+``training.py`` for the export, profile, method and finetune sections) and nowhere else. Torch-free:
+validating a recipe never imports torch.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from .autodetect import resolve_auto
 from .deploy import Backend, ExportConfig, ProfileConfig
 from .fields import PositiveInt, Ratio, ResolvedPath, StrictModel
 from .methods import MethodConfig
+from .training import FinetuneConfig
 
 SCHEMA_VERSION = 1
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -125,6 +127,11 @@ class DataConfig(StrictModel):
     eval_batch_size: PositiveInt = Field(256, description="Batch of evaluation and calibration passes.")
     workers: Annotated[int, Field(ge=0)] = Field(0, description="DataLoader worker processes (0: in the main process, "
                                                  "which keeps --resume bit-exact).")
+    in_memory: bool | Literal["auto"] = Field(
+        "auto", description="Hold the decoded training images in memory as one uint8 tensor and augment them in "
+        "batches (fine-tuning throughput). auto: when every image is stored at the network's input size (no resize, "
+        "no random_resized_crop) and they fit in 4 GiB, else images are read one by one (with data.workers); "
+        "true: the same, or stop with the reason; false: always one by one.")
 
     @model_validator(mode="before")
     @classmethod
@@ -229,40 +236,6 @@ class PruningConfig(StrictModel):
         """True when the recipe says how much to prune (else the method must allocate, e.g. a threshold)."""
         targets = (self.ratio, self.macs_reduction_pct, self.params_reduction_pct, self.latency_target)
         return any(t is not None for t in targets) or bool(self.layers) or bool(self.layer_ratios)
-
-
-# ---------------------------------------------------------------------------------------- fine-tuning
-class DistillConfig(StrictModel):
-    """Knowledge distillation from the unpruned model (Hinton et al. 2015): the loss becomes
-    (1 - weight) * cross-entropy + weight * T^2 * KL(teacher_T || student_T), both softened by temperature T."""
-
-    weight: Annotated[float, Field(gt=0, le=1)] = Field(0.5, description="Share of the distillation term (1 = teacher only).")
-    temperature: Annotated[float, Field(gt=0)] = Field(4.0, description="Softmax temperature T of teacher and student.")
-
-
-class FinetuneConfig(StrictModel):
-    epochs: Annotated[int, Field(ge=0)] = Field(0, description="0 skips fine-tuning.")
-    lr: Annotated[float, Field(gt=0)] = Field(0.01, description="SGD learning rate at the top of the schedule.")
-    momentum: Annotated[float, Field(ge=0, lt=1)] = Field(0.9, description="SGD momentum.")
-    nesterov: bool = Field(False, description="Nesterov momentum.")
-    weight_decay: Annotated[float, Field(ge=0)] = Field(5e-4, description="L2 weight decay on conv/linear weights "
-                                                        "(not on BatchNorm parameters or biases).")
-    schedule: Literal["cosine", "step", "constant"] = Field("cosine", description="Learning-rate schedule over all "
-                                                            "steps (step: times gamma at each of milestones).")
-    milestones: list[Annotated[float, Field(gt=0, lt=1)]] = Field(
-        default_factory=lambda: [0.5, 0.75], description="step schedule: fractions of the epochs where lr *= gamma.")
-    gamma: Annotated[float, Field(gt=0, le=1)] = Field(0.1, description="Factor of the step schedule at each milestone.")
-    warmup_epochs: Annotated[int, Field(ge=0)] = Field(0, description="Epochs of linear learning-rate warm-up.")
-    label_smoothing: Annotated[float, Field(ge=0, lt=1)] = Field(0.0, description="Label smoothing of the cross-entropy.")
-    max_steps_per_epoch: PositiveInt | None = Field(None, description="Cap the optimizer steps of each epoch.")
-    distill: DistillConfig | None = Field(
-        None, description="Distil from the unpruned model while fine-tuning (null: plain cross-entropy).")
-
-    @model_validator(mode="after")
-    def _warmup(self) -> "FinetuneConfig":
-        if self.epochs and self.warmup_epochs >= self.epochs:
-            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be smaller than epochs ({self.epochs})")
-        return self
 
 
 # ------------------------------------------------------------------------------------------------ gates

@@ -37,6 +37,11 @@ class ImageSource(ABC):
     def read(self, index: int) -> np.ndarray:
         """Image ``index`` as a uint8 ``(C, H, W)`` array (may be a read-only view: do not modify it)."""
 
+    def read_many(self, indices: np.ndarray) -> np.ndarray | list[np.ndarray]:
+        """Images ``indices``, for a loader that holds them all (data/memory.py): one ``(N, C, H, W)`` array
+        where the source stores one, else a list of ``(C, H, W)`` arrays (sizes may differ)."""
+        return [self.read(int(i)) for i in indices]
+
 
 class ArraySource(ImageSource):
     """Images already in memory as one uint8 ``(N, C, H, W)`` array (CIFAR pickles, npz, synthetic)."""
@@ -52,6 +57,9 @@ class ArraySource(ImageSource):
 
     def read(self, index: int) -> np.ndarray:
         return self.images[index]
+
+    def read_many(self, indices: np.ndarray) -> np.ndarray:
+        return self.images[np.asarray(indices, dtype=np.int64)]
 
 
 class LabelSource(ImageSource):

@@ -84,6 +84,10 @@ class ImageFolderSource(ImageSource):
             self._cache_bytes += image.nbytes
         return image
 
+    def read_many(self, indices: np.ndarray) -> list[np.ndarray]:
+        """Decoded without filling the per-image cache: the caller holds them all."""
+        return [self._cache[i] if i in self._cache else self._decode(self.members[i]) for i in map(int, indices)]
+
     def adopt(self, archive: zipfile.ZipFile | None) -> None:
         """Reuse the handle that listing opened (this process only) instead of opening the zip again."""
         self._zip, self._zip_pid = archive, (os.getpid() if archive is not None else -1)

@@ -29,6 +29,7 @@ from .base import ImageSource, LabelSource, check_channels, check_class_names, c
 from .cifar import open_cifar, peek_cifar
 from .imagefolder import ImageFolderSource as FolderImages
 from .imagefolder import open_imagefolder
+from .memory import MemoryTrainLoader, memory_plan
 from .npz import open_npz, peek_npz
 from .synthetic import CLASS_NAMES as SHAPES_CLASSES
 from .synthetic import open_synthetic
@@ -124,7 +125,7 @@ def build_loaders(cfg: DataConfig, input_shape: tuple[int, int, int], seed: int)
     train_ds = ImageDataset(train_src, train_idx, train_t, seed=_derive(seed, "augment"))
     shuffle = torch.Generator().manual_seed(_derive(seed, "shuffle"))
     return Loaders(
-        train=_loader(train_ds, cfg.batch_size, cfg.workers, shuffle=shuffle),
+        train=_train_loader(cfg, train_ds, shuffle, (channels, *size)),
         val=_loader(ImageDataset(train_src, val_idx, eval_t), cfg.eval_batch_size, cfg.workers),
         test=_loader(ImageDataset(test_src, test_idx, eval_t), cfg.eval_batch_size, cfg.workers),
         calibration=pool.loader(num_calibration),
@@ -134,6 +135,21 @@ def build_loaders(cfg: DataConfig, input_shape: tuple[int, int, int], seed: int)
         class_names=train_src.class_names or test_src.class_names or tuple(map(str, range(cfg.num_classes))),
         _pool=pool,
     )
+
+
+def _train_loader(cfg: DataConfig, dataset: ImageDataset, shuffle: torch.Generator,
+                  input_shape: tuple[int, int, int]):
+    """The per-image DataLoader, or (``data.in_memory``) the loader that holds the decoded images in memory and
+    falls back to the per-image one where an image turns out not to fit it (``auto``)."""
+    per_image = _loader(dataset, cfg.batch_size, cfg.workers, shuffle=shuffle)
+    if cfg.in_memory is False:
+        return per_image
+    reason = memory_plan(cfg, dataset.source, len(dataset), input_shape)
+    if reason is not None and cfg.in_memory is True:
+        raise DataError(f"data.in_memory: true, but {reason}; set data.in_memory: auto (or false) to read the "
+                        "training images one by one")
+    return MemoryTrainLoader(dataset, cfg.batch_size, shuffle, per_image, required=cfg.in_memory is True,
+                             refused=reason)
 
 
 def open_source(src, field: str, split: str, channels: int, num_classes: int, peek: bool = False) -> ImageSource:

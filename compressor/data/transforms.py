@@ -56,6 +56,18 @@ class ImageTransform:
             x = x.flip(-1)
         return (x - self.mean) / self.std
 
+    def batch(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """A uint8 ``(B, C, H, W)`` batch already at the network's size and channels (data/memory.py), with the
+        crop/flip augmentation drawn per batch: the same arithmetic as ``__call__`` image by image."""
+        aug = self.augment
+        if aug is not None and aug.random_resized_crop:
+            raise ValueError("random_resized_crop is applied image by image")
+        padding = aug.random_crop_padding if aug is not None else 0
+        flips = aug is not None and aug.hflip
+        if padding or flips:
+            images = crop_and_flip(images, padding, flips, generator)
+        return (images.float().div_(255.0) - self.mean) / self.std
+
 
 def match_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
     """Convert grey (1), grey+alpha (2), RGB (3) or RGBA (4) to ``channels`` (1, 3, or 4 from 4)."""
@@ -111,6 +123,22 @@ def pad_random_crop(x: torch.Tensor, padding: int, generator: torch.Generator | 
     top = int(torch.randint(0, 2 * padding + 1, (1,), generator=generator))
     left = int(torch.randint(0, 2 * padding + 1, (1,), generator=generator))
     return padded[:, top:top + h, left:left + w]
+
+
+def crop_and_flip(images: torch.Tensor, padding: int, flips: bool, generator: torch.Generator | None) -> torch.Tensor:
+    """Per image of a ``(B, C, H, W)`` batch: zero-pad by ``padding``, crop a random window of the original size
+    and (``flips``) mirror it with p = 0.5, all in one gather."""
+    b, c, h, w = images.shape
+    top = torch.randint(0, 2 * padding + 1, (b,), generator=generator) if padding else torch.zeros(b, dtype=torch.long)
+    left = torch.randint(0, 2 * padding + 1, (b,), generator=generator) if padding else torch.zeros(b, dtype=torch.long)
+    columns = torch.arange(w)
+    if flips:
+        flip = torch.rand(b, generator=generator) < 0.5
+        columns = torch.where(flip[:, None], columns.flip(0), columns)
+    padded = F.pad(images, (padding, padding, padding, padding)) if padding else images
+    rows = (top[:, None] + torch.arange(h))[:, None, :, None]
+    cols = (left[:, None] + columns)[:, None, None, :]
+    return padded[torch.arange(b)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols]
 
 
 def random_resized_crop(x: torch.Tensor, size: tuple[int, int], generator: torch.Generator | None) -> torch.Tensor:

@@ -131,7 +131,9 @@ def check_batch(batch_size: int) -> None:
 
 def shard_train_loader(loader, seed: int):
     """Under torchrun: the same dataset behind a DistributedSampler (its own order per epoch, every image
-    once per epoch across ranks) with batch_size / world per rank. Unchanged otherwise."""
+    once per epoch across ranks) with batch_size / world per rank; a loader that holds its images in memory
+    (data/memory.py) takes its own share of one order and keeps the sampler's loader as its fallback.
+    Unchanged outside torchrun."""
     if not active():
         return loader
     from torch.utils.data import DataLoader
@@ -141,11 +143,13 @@ def shard_train_loader(loader, seed: int):
 
     check_batch(loader.batch_size)
     per_rank = loader.batch_size // world_size()
-    sampler = DistributedSampler(loader.dataset, num_replicas=world_size(), rank=rank(), shuffle=True,
+    per_image = getattr(loader, "fallback", None) or loader
+    sampler = DistributedSampler(per_image.dataset, num_replicas=world_size(), rank=rank(), shuffle=True,
                                  seed=derive_seed(seed, "shard") % 2**31)
     lone_last = len(sampler) > per_rank and len(sampler) % per_rank == 1  # BatchNorm cannot train on one image
-    return DataLoader(loader.dataset, batch_size=per_rank, sampler=sampler, num_workers=loader.num_workers,
-                      worker_init_fn=loader.worker_init_fn, drop_last=lone_last)
+    sharded = DataLoader(per_image.dataset, batch_size=per_rank, sampler=sampler, num_workers=per_image.num_workers,
+                         worker_init_fn=per_image.worker_init_fn, drop_last=lone_last)
+    return loader.shard(rank(), world_size(), per_rank, sharded) if hasattr(loader, "shard") else sharded
 
 
 def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:

@@ -27,6 +27,7 @@ from ..progress import StatusBar, log
 from . import distributed
 from .checkpoint import load_checkpoint, restore_rng, save_checkpoint, seed_epoch
 from .evaluate import evaluate_sharded
+from .throughput import Speed, Threads
 
 
 @dataclass(frozen=True)
@@ -77,12 +78,27 @@ def finetune(model: nn.Module, train_loader, val_loader, cfg: FinetuneConfig, de
     options = options or LoopOptions()
     if cfg.distill is not None and options.teacher is None:
         raise ValueError("finetune.distill is set but no teacher model was given")
-    loop = _Loop.build(model, train_loader, val_loader, cfg, device, hooks or TrainingHooks(), options)
+    speed = Speed.resolve(cfg, device)
+    with Threads(speed.threads):
+        try:
+            loop = _Loop.build(model, train_loader, val_loader, cfg, device, hooks or TrainingHooks(), options, speed)
+            logs, best, resumed = _train(loop, keep_best)
+        finally:
+            model.to(memory_format=torch.contiguous_format)  # export and evaluation see the default layout
+    model.eval()
+    return FinetuneResult(epochs=tuple(logs), best_epoch=best["epoch"], best_val_accuracy=best["val_accuracy"],
+                          seconds=time.perf_counter() - start, resumed_from=resumed["epoch"] if resumed else 0)
+
+
+def _train(loop: _Loop, keep_best: bool) -> tuple[list[EpochLog], dict, dict | None]:
+    """Every epoch left (after a resume), checkpointing each; the logs, the best epoch and the resumed state."""
+    model, cfg, options = loop.model, loop.cfg, loop.options
     logs, best = [], None
     resumed = _resume(options.checkpoint, loop)
     if resumed:
         logs, best = [EpochLog(**e) for e in resumed["logs"]], resumed["best"]
         log(f"  resumed after epoch {resumed['epoch']}/{cfg.epochs} from {options.checkpoint}")
+    log(f"  {options.name}: {loop.speed.describe()} on {loop.device.type}")
     estimate = _Estimate(loop, cfg.epochs - len(logs))
     for epoch in range(len(logs) + 1, cfg.epochs + 1):
         seed_epoch(loop.train, options.seed, options.name, epoch, distributed.rank())
@@ -99,9 +115,7 @@ def finetune(model: nn.Module, train_loader, val_loader, cfg: FinetuneConfig, de
         model.load_state_dict(best["state"])
     else:
         best = {"epoch": logs[-1].epoch, "val_accuracy": logs[-1].val_accuracy}
-    model.eval()
-    return FinetuneResult(epochs=tuple(logs), best_epoch=best["epoch"], best_val_accuracy=best["val_accuracy"],
-                          seconds=time.perf_counter() - start, resumed_from=resumed["epoch"] if resumed else 0)
+    return logs, best, resumed
 
 
 @dataclass(frozen=True)
@@ -120,17 +134,29 @@ class _Loop:
     steps: int
     hooks: TrainingHooks
     options: LoopOptions
+    speed: Speed
+    compiled: nn.Module | None = None  # net under torch.compile (finetune.compile), for full batches
 
     @classmethod
     def build(cls, model: nn.Module, train_loader, val_loader, cfg: FinetuneConfig, device: torch.device,
-              hooks: TrainingHooks, options: LoopOptions) -> _Loop:
-        """The optimizer is built here, after surgery: it only ever sees the pruned parameters."""
+              hooks: TrainingHooks, options: LoopOptions, speed: Speed) -> _Loop:
+        """The optimizer is built here, after surgery (and after the layout change, which keeps the parameter
+        objects): it only ever sees the pruned parameters."""
         train_loader = distributed.shard_train_loader(train_loader, options.seed)
+        if speed.channels_last:
+            model.to(memory_format=torch.channels_last)
         net = distributed.wrap(model, device)
         steps = _steps_per_epoch(train_loader, cfg)
         optimizer = build_optimizer(model, cfg)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, steps))
-        return cls(net, model, train_loader, val_loader, optimizer, scheduler, cfg, device, steps, hooks, options)
+        compiled = torch.compile(net) if speed.compile else None
+        return cls(net, model, train_loader, val_loader, optimizer, scheduler, cfg, device, steps, hooks, options,
+                   speed, compiled)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """The compiled net for full batches; an odd-sized one runs eagerly rather than compiling again."""
+        full = self.compiled is not None and images.shape[0] == getattr(self.train, "batch_size", None)
+        return (self.compiled if full else self.net)(images)
 
 
 def _resume(path: Path | None, loop: _Loop) -> dict | None:
@@ -247,8 +273,10 @@ def _train_epoch(loop: _Loop, epoch: int, estimate: _Estimate) -> EpochLog:
 
 def _step(loop: _Loop, images: torch.Tensor, labels: torch.Tensor, epoch: int, step: int) -> tuple[torch.Tensor, float]:
     """One optimizer step with the hooks around it; the logits and the loss value."""
-    logits = loop.net(images)
-    loss = training_loss(logits, images, labels, loop.cfg, loop.options.teacher)
+    images = loop.speed.layout(images)
+    with loop.speed.autocast_context(loop.device):
+        logits = loop.forward(images)
+        loss = training_loss(logits, images, labels, loop.cfg, loop.options.teacher)
     value = loss.item()  # the one host sync of the step: the NaN check and the running loss both use it
     _check_finite(value, epoch, step, loop.options, loop.device)
     loop.optimizer.zero_grad(set_to_none=True)
@@ -265,12 +293,14 @@ def _step(loop: _Loop, images: torch.Tensor, labels: torch.Tensor, epoch: int, s
 
 def training_loss(logits: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, cfg: FinetuneConfig,
                   teacher: nn.Module | None) -> torch.Tensor:
-    """Cross-entropy (with label smoothing), blended with the distillation term when ``cfg.distill`` is set."""
+    """Cross-entropy (with label smoothing), blended with the distillation term when ``cfg.distill`` is set;
+    in float32 whatever precision the logits came in (bfloat16 autocast)."""
+    logits = logits.float()
     loss = F.cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing)
     if cfg.distill is None:
         return loss
     with torch.no_grad():
-        target = teacher(images)
+        target = teacher(images).float()
     t = cfg.distill.temperature
     kd = F.kl_div(F.log_softmax(logits / t, dim=1), F.log_softmax(target / t, dim=1), reduction="batchmean",
                   log_target=True) * (t * t)
