@@ -10,6 +10,8 @@ interleaved rounds). Prints the figures the benchmarks README quotes; the run fo
         [--finetune-epochs 4] [--mode finetune] [--out runs/swp]
     .venv/bin/python benchmarks/swp_resnet56.py --mode reconstruct --sparsity 0.7 [--budget global]
         [--finetune-epochs 0]      # retrain-free: stripes chosen and re-fitted on 512 calibration images
+    .venv/bin/python benchmarks/swp_resnet56.py --mode reconstruct --sparsity 0.7 --budget layer \
+        --finetune-epochs 2 --subset 0      # then 2 epochs on all 50,000 training images (500 held out)
 """
 
 from __future__ import annotations
@@ -36,11 +38,11 @@ def main() -> None:
     parser.add_argument("--sparsity", type=float, default=None, help="mode reconstruct: share of stripes removed")
     parser.add_argument("--budget", choices=["global", "layer"], default="global", help="mode reconstruct")
     parser.add_argument("--finetune-epochs", type=int, default=None, help="after removal, stripes frozen; default: the recipe's")
-    parser.add_argument("--subset", type=int, default=10500)
+    parser.add_argument("--subset", type=int, default=10500, help="training images (0: all 50,000)")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "swp_resnet56")
     args = parser.parse_args()
     overrides = [
-        *resnet56_overrides(args.data, train_subset=args.subset), "data.val_split=500",
+        *resnet56_overrides(args.data, train_subset=args.subset or None), "data.val_split=500",
         f"method.epochs={args.epochs}", f"method.mode={args.mode}", "gates={max_accuracy_drop: null}",
     ]
     if args.mode == "reconstruct":

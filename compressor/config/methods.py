@@ -137,16 +137,17 @@ class SWPOptions(MethodOptions):
         "survivors re-fitted to the original layer's output on the calibration images (a departure, "
         "methods/stripe_fit.py).")
     sparsity: Ratio | None = Field(
-        None, description="mode reconstruct: the share of the KxK convs' stripes removed (every filter keeps one).")
+        None, description="mode reconstruct: the share of the KxK convs' stripes removed (every filter keeps one); or "
+        "give pruning.macs_reduction_pct instead (counted on the stripe graph).")
     budget: Literal["global", "layer"] = Field(
         "global", description="mode reconstruct: global shares the sparsity out over the layers by how much of its "
         "output each would lose (measured on the calibration images); layer removes it from every layer alike.")
 
     @model_validator(mode="after")
     def _sparsity_with_reconstruct(self) -> "SWPOptions":
-        if (self.mode == "reconstruct") != (self.sparsity is not None):
-            raise ValueError("method.sparsity goes with method.mode: reconstruct (and mode reconstruct needs it, "
-                             "e.g. sparsity: 0.5)")
+        if self.mode != "reconstruct" and self.sparsity is not None:
+            raise ValueError("method.sparsity goes with method.mode: reconstruct (modes finetune and scratch prune what "
+                             "the skeleton threshold leaves)")
         return self
 
     @property

@@ -298,6 +298,7 @@ class Recipe(StrictModel):
                              "export.tensorrt.enabled: true or drop tensorrt from profile.backends")
         self._check_tensorrt_batches()
         self._check_latency_target()
+        self._check_swp_budget()
         for gate in self.gates.max_latency_ms:
             produced = self._gateable(gate.backend)
             if gate.artifact not in produced:
@@ -349,6 +350,24 @@ class Recipe(StrictModel):
         if target.backend == "tensorrt":
             raise ValueError("pruning.latency_target.backend tensorrt is not supported yet (every candidate would "
                              "need an engine build); use onnxruntime-tensorrt, which builds through TensorRT too")
+
+    def _check_swp_budget(self) -> None:
+        """SWP removes stripes: a channel amount means nothing to it; mode reconstruct takes one stripe budget."""
+        method, pruning = self.method, self.pruning
+        if method.name != "swp":
+            return
+        channels = [n for n in ("ratio", "params_reduction_pct", "layers", "layer_ratios") if getattr(pruning, n)]
+        if channels:
+            raise ValueError(f"pruning.{channels[0]}: method swp removes stripes, not channels; give method.mode: "
+                             "reconstruct a method.sparsity or a pruning.macs_reduction_pct instead")
+        macs = pruning.macs_reduction_pct is not None
+        if method.mode != "reconstruct" and macs:
+            raise ValueError("pruning.macs_reduction_pct: method swp meets a MACs target in method.mode: reconstruct "
+                             "only (modes finetune and scratch prune what the skeleton threshold leaves)")
+        if method.mode == "reconstruct" and macs == (method.sparsity is not None):
+            raise ValueError("method.mode: reconstruct takes one budget: method.sparsity (a share of the stripes) or "
+                             "pruning.macs_reduction_pct (counted on the stripe graph), " + ("not both" if macs else
+                                                                                              "e.g. sparsity: 0.5"))
 
     def _gateable(self, backend: str) -> set[str]:
         """The artifacts a latency gate can name on ``backend``, given what this recipe exports."""

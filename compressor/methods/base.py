@@ -46,12 +46,16 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class CalibrationContext:
-    """What a data-informed method may use: calibration batches (images, labels) on ``device``."""
+    """What a data-informed method may use: calibration batches (images, labels) on ``device``; for a method that
+    meets ``pruning.macs_reduction_pct`` itself (SWP mode reconstruct), the target and the unpruned network's MACs
+    per image."""
 
     batches: Callable[[], Iterable[tuple["torch.Tensor", "torch.Tensor"]]]
     device: "torch.device"
     num_images: int
     seed: int = 0
+    macs_reduction_pct: float | None = None
+    network_macs: int | None = None
 
 
 # ------------------------------------------------------------------------------ what surgery hands over

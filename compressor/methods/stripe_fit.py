@@ -68,35 +68,6 @@ def removal_order(gram: torch.Tensor, cross: torch.Tensor, target_sq: torch.Tens
     return order
 
 
-def allocate(model: nn.Module, layers: list[str], sparsity: float, batches, device, seed: int = 0) -> dict[str, int]:
-    """Stripes each layer drops for a global ``sparsity`` budget: every layer's removal order on the unpruned
-    network's own statistics, then the budget's cheapest steps over all layers, each layer's steps in its order
-    (a layer whose stripes carry more of its output keeps more)."""
-    import heapq
-
-    orders, total = {}, 0
-    for name in layers:
-        conv = model.get_submodule(name)
-        stripes = conv.out_channels * conv.kernel_size[0] * conv.kernel_size[1]
-        total += stripes
-        gram, cross, target_sq, _ = _statistics(model, model, name, batches, device, seed)
-        limit = int(round(min(0.95, sparsity + 0.3) * stripes))
-        orders[name] = [cost for _, _, cost in removal_order(gram, cross, target_sq, conv.in_channels,
-                                                             conv.kernel_size, limit)]
-    budget = int(round(sparsity * total))
-    drops = dict.fromkeys(layers, 0)
-    heap = [(order[0], name) for name, order in orders.items() if order]
-    heapq.heapify(heap)
-    for _ in range(budget):
-        if not heap:
-            break
-        _, name = heapq.heappop(heap)
-        drops[name] += 1
-        if drops[name] < len(orders[name]):
-            heapq.heappush(heap, (orders[name][drops[name]], name))
-    return drops
-
-
 def _block(kept: list[int], slot: int, channels: int) -> torch.Tensor:
     """Indices, within the kept columns, of position ``kept[slot]`` for every channel."""
     return torch.arange(channels) * len(kept) + slot
@@ -139,21 +110,20 @@ def fit_stripes(gram: torch.Tensor, cross: torch.Tensor, keep: torch.Tensor, cha
 
 
 @torch.no_grad()
-def reconstruct(model: nn.Module, original: nn.Module, layers: list[str], sparsity: float, batches, device,
-                seed: int = 0, budget: str = "global") -> dict[str, dict]:
+def reconstruct(model: nn.Module, original: nn.Module, layers: list[str], budget, batches, device,
+                seed: int = 0) -> dict[str, dict]:
     """Prune and re-fit the stripes of every layer of ``layers`` in ``model`` (in place), layer by layer;
-    ``original`` is the unpruned network the outputs are matched to. ``budget``: ``global`` (``sparsity`` of all
-    stripes, shared out by :func:`allocate`) or ``layer`` (``sparsity`` of every layer's). Per layer: stripes
-    kept / all and the relative output error of the pruned layer before and after the fit (on the calibration
-    sample)."""
-    drops = allocate(original, layers, sparsity, batches, device, seed) if budget == "global" else None
+    ``original`` is the unpruned network the outputs are matched to, ``budget`` how many stripes go
+    (:class:`~compressor.methods.stripe_budget.Budget`). Per layer: stripes kept / all and the relative output
+    error of the pruned layer before and after the fit (on the calibration sample)."""
+    from .stripe_budget import drops_for
+
+    drops = drops_for(original, layers, budget, batches, device, seed)
     report = {}
     for name in layers:
         conv, reference = model.get_submodule(name), original.get_submodule(name)
         gram, cross, target_sq, rows = _statistics(model, original, name, batches, device, seed)
-        drop = drops[name] if drops is not None else int(round(sparsity * conv.out_channels * conv.kernel_size[0]
-                                                               * conv.kernel_size[1]))
-        keep = greedy_stripes(gram, cross, target_sq, conv.in_channels, conv.kernel_size, drop)
+        keep = greedy_stripes(gram, cross, target_sq, conv.in_channels, conv.kernel_size, drops[name])
         fitted = fit_stripes(gram, cross, keep, conv.in_channels)
         masked = (reference.weight.detach().double().cpu() * keep.unsqueeze(1)).flatten(1).t()
         before, after = _error(gram, cross, target_sq, masked), _error(gram, cross, target_sq, fitted.flatten(1).t())

@@ -143,16 +143,22 @@ class SWP(TrainingMethod):
         """Mode reconstruct: prune ``sparsity`` of every KxK conv's stripes and re-fit the rest (stripe_fit)."""
         import copy
 
+        from .stripe_budget import Budget, layer_costs, reduction_pct
         from .stripe_fit import reconstruct
 
         self.layers = skeleton_layers(model)
         original = copy.deepcopy(model).eval()
-        per_layer = reconstruct(model, original, self.layers, self.options.sparsity, ctx.batches, ctx.device, ctx.seed,
-                                self.options.budget)
+        budget = Budget(self.options.budget, self.options.sparsity, ctx.macs_reduction_pct, ctx.network_macs)
+        per_layer = reconstruct(model, original, self.layers, budget, ctx.batches, ctx.device, ctx.seed)
         kept, total = sum(r["stripes"] for r in per_layer.values()), sum(r["of"] for r in per_layer.values())
         self.details = {"mode": "reconstruct", "sparsity": self.options.sparsity, "stripes_kept": kept,
                         "stripes_total": total, "stripe_sparsity": round(1 - kept / max(1, total), 4),
                         "calibration_images": ctx.num_images, "layers": per_layer}
+        if ctx.network_macs:  # on the stripe graph, each KxK conv in its form with fewer MACs
+            costs = layer_costs(original, self.layers, next(iter(ctx.batches()))[0].to(ctx.device))
+            drops = {name: r["of"] - r["stripes"] for name, r in per_layer.items()}
+            self.details |= {"macs_reduction_pct_stripe_graph": round(reduction_pct(costs, drops, ctx.network_macs), 2),
+                             "macs_target_pct": ctx.macs_reduction_pct}
 
     # --------------------------------------------------------------------------------- training hooks
     def begin(self, model: nn.Module, groups: list, final_kept: dict[str, int] | None = None,

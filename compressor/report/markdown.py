@@ -152,8 +152,11 @@ def _stripe(r: dict) -> str:
 def _pruning(r: dict) -> str:
     p = r["pruning"]
     target = p["target_macs_reduction_pct"]
-    lines = [f"- global ratio {p['global_ratio']:.4f}" + (f" (searched for a {target}% MACs target in "
-                                                           f"{p['search_trials']} trials)" if target else ""),
+    stripes = (p.get("method_details") or {}).get("macs_reduction_pct_stripe_graph")
+    searched = f" (searched for a {target}% MACs target in {p['search_trials']} trials)" if target and not stripes else ""
+    lines = [f"- global ratio {p['global_ratio']:.4f}{searched}",
+             *([f"- stripes removed for a {target}% MACs target counted on the stripe graph: {stripes}% of the "
+                "network's MACs"] if stripes is not None else []),
              f"- {p['groups_pruned']} channel groups pruned: {p['channels_before']} -> {p['channels_after']} channels",
              f"- protected groups: {len(p['groups_skipped'])}"
              + (" (" + ", ".join(f"{k}: {v}" for k, v in list(p["groups_skipped"].items())[:6])

@@ -345,3 +345,24 @@ def test_latency_target_needs_profiling_and_defaults_to_the_first_backend_and_la
     target = recipe.latency_target
     assert (target.backend, target.batch, target.ms, target.tolerance_pct) == ("torch-cpu", 4, 3.5, 10)
     assert recipe.pruning.latency_target.backend is None  # the recipe as written; Recipe.latency_target resolves
+
+
+@pytest.mark.parametrize("method, pruning, expect", [
+    ({"name": "swp"}, {"ratio": 0.5}, "pruning.ratio: method swp removes stripes, not channels"),
+    ({"name": "swp", "mode": "reconstruct", "sparsity": 0.5}, {"layer_ratios": [0.5]}, "pruning.layer_ratios: method swp"),
+    ({"name": "swp"}, {"macs_reduction_pct": 40}, "meets a MACs target in method.mode: reconstruct only"),
+    ({"name": "swp", "mode": "reconstruct"}, {}, "takes one budget: method.sparsity (a share of the stripes) or "
+     "pruning.macs_reduction_pct (counted on the stripe graph), e.g. sparsity: 0.5"),
+    ({"name": "swp", "mode": "reconstruct", "sparsity": 0.5}, {"macs_reduction_pct": 40}, "not both"),
+])
+def test_swp_budgets_are_stripes_or_macs_never_channels(tmp_path, method, pruning, expect):
+    data = base()
+    data["method"], data["pruning"] = method, {"residual": "internal", **pruning}
+    assert expect in error_of(tmp_path, data)
+
+
+def test_swp_reconstruct_takes_a_macs_target(tmp_path):
+    data = base()
+    data["method"], data["pruning"] = {"name": "swp", "mode": "reconstruct"}, {"macs_reduction_pct": 40}
+    recipe = load_recipe(write(tmp_path, data))
+    assert recipe.pruning.macs_reduction_pct == 40 and recipe.method.sparsity is None

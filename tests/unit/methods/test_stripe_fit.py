@@ -12,8 +12,11 @@ import torch
 import torch.nn as nn
 
 from compressor.config.methods import SWPOptions
+from compressor.errors import SurgeryError
 from compressor.methods import CalibrationContext, build_method
-from compressor.methods.stripe_fit import _statistics, allocate, fit_stripes, greedy_stripes, reconstruct
+from compressor.methods.stripe_budget import Budget, LayerCost, allocate, drops_for, layer_costs, reduction_pct
+from compressor.methods.stripe_fit import _statistics, fit_stripes, greedy_stripes, reconstruct
+from compressor.profiling.macs import count_onnx, count_torch
 
 from ..export.nets import randomize_bn
 from ..export.test_stripe import ConvNet, run_ort
@@ -52,7 +55,7 @@ def test_the_fit_beats_plain_removal_on_the_calibration_sample():
     torch.manual_seed(1)
     weight = torch.randn(6, 4, 3, 3)
     model, original = one_conv_net(weight), one_conv_net(weight)
-    report = reconstruct(model, original, ["0"], 0.6, batches(), torch.device("cpu"))["0"]
+    report = reconstruct(model, original, ["0"], Budget(sparsity=0.6), batches(), torch.device("cpu"))["0"]
     assert report["stripes"] == 54 - round(0.6 * 54)
     assert report["error_refit"] < report["error_pruned"]
     alive = model[0].weight.detach().abs().sum(1) != 0
@@ -108,9 +111,66 @@ def test_stripe_graph_of_a_reconstructed_network_matches_its_dense_slim_export(r
 
 def test_sparsity_goes_with_mode_reconstruct():
     with pytest.raises(ValueError, match="method.sparsity goes with method.mode: reconstruct"):
-        SWPOptions(name="swp", mode="reconstruct")
-    with pytest.raises(ValueError, match="method.sparsity goes with"):
         SWPOptions(name="swp", sparsity=0.5)
+    assert SWPOptions(name="swp", mode="reconstruct").sparsity is None  # the budget may be pruning.macs_reduction_pct
+
+
+def two_convs() -> nn.Module:
+    torch.manual_seed(2)
+    return nn.Sequential(nn.Conv2d(4, 6, 3, padding=1, bias=False), nn.ReLU(),
+                         nn.Conv2d(6, 8, 3, stride=2, padding=1, bias=False), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(8, 3))
+
+
+def test_layer_costs_are_the_stripe_graphs_matmuls_or_the_dense_conv():
+    costs = layer_costs(two_convs(), ["0", "2"], torch.randn(1, 4, 10, 10))
+    assert costs["0"] == LayerCost(stripes=54, most=48, dense=6 * 4 * 9 * 100, per_stripe=(4 + 6) * 100)
+    assert costs["2"] == LayerCost(stripes=72, most=64, dense=8 * 6 * 9 * 25, per_stripe=(6 + 8) * 100)  # stride 2
+    assert costs["0"].macs(0) == costs["0"].dense and costs["0"].macs(48) == 6 * 1000  # dense until it pays
+
+
+@pytest.mark.parametrize("share", ["global", "layer"])
+def test_a_macs_budget_is_met_on_the_stripe_graph(share):
+    model = two_convs()
+    network = count_torch(model, (4, 10, 10)).macs
+    budget = Budget(share=share, macs_pct=20, network_macs=network)
+    drops = drops_for(model, ["0", "2"], budget, batches(), torch.device("cpu"), 0)
+    costs = layer_costs(model, ["0", "2"], torch.randn(1, 4, 10, 10))
+    achieved = reduction_pct(costs, drops, network)
+    assert 20 <= achieved < 20 + 100 * costs["0"].per_stripe / network + 1e-9  # met, by at most one stripe more
+    one_less = {**drops, "0": drops["0"] - 1}
+    assert reduction_pct(costs, one_less, network) < 20  # and not by removing more than needed
+
+
+def test_a_macs_target_the_stripes_cannot_reach_is_refused_naming_the_field():
+    model = two_convs()
+    budget = Budget(macs_pct=60, network_macs=count_torch(model, (4, 10, 10)).macs)
+    with pytest.raises(SurgeryError, match=r"pruning.macs_reduction_pct: 60 is more than SWP can remove: .* at most "
+                                           r"\d+\.\d% of the network's MACs"):
+        drops_for(model, ["0", "2"], budget, batches(), torch.device("cpu"), 0)
+
+
+@pytest.mark.slow  # an ONNX export and the stripe rewrite: seconds
+def test_the_macs_target_holds_on_the_exported_stripe_graph(tmp_path):
+    from compressor.export import export_onnx
+    from compressor.export.hybrid import export_stripe
+
+    model = randomize_bn(ConvNet()).eval()
+    network = count_torch(model, (3, 16, 16)).macs
+    data = [(torch.randn(16, 3, 16, 16), torch.zeros(16, dtype=torch.long)) for _ in range(2)]
+    method = build_method(SWPOptions(name="swp", mode="reconstruct"))
+    method.calibrate(model, [], CalibrationContext(batches=lambda: iter(data), device=torch.device("cpu"),
+                                                   num_images=32, macs_reduction_pct=30, network_macs=network))
+    export_onnx(model, torch.randn(1, 3, 16, 16), tmp_path / "model.onnx")
+    export_stripe(tmp_path / "model.onnx", tmp_path / "model.stripe.onnx", batch=2, threads=1, form="stripe")
+    stripe_graph = count_onnx(tmp_path / "model.stripe.onnx").macs  # every pruned KxK conv as stripes
+    dense = count_onnx(tmp_path / "model.onnx").macs
+    costs = layer_costs(model, method.layers, data[0][0])
+    kept = {name: row["stripes"] for name, row in method.details["layers"].items()}
+    drops = {n: c.stripes - kept[n] for n, c in costs.items()}
+    assert stripe_graph == dense - sum(c.dense - c.macs(drops[n]) for n, c in costs.items())  # the cost model, exact
+    assert all(c.macs(drops[n]) < c.dense for n, c in costs.items() if drops[n])  # no removal that saves nothing
+    assert method.details["macs_reduction_pct_stripe_graph"] >= 30 and method.details["macs_target_pct"] == 30
 
 
 def test_a_global_budget_takes_the_stripes_that_carry_nothing_first():
@@ -121,6 +181,5 @@ def test_a_global_budget_takes_the_stripes_that_carry_nothing_first():
         dead[:, 1, 1] = False
         a.weight.mul_(~dead.unsqueeze(1))  # layer a: these stripes are zero, layer b: every stripe works
     model = nn.Sequential(a, nn.ReLU(), b)
-    budget = int(dead.sum()) / (2 * 54)
-    drops = allocate(model, ["0", "2"], budget, batches(), torch.device("cpu"))
+    drops = allocate(model, ["0", "2"], int(dead.sum()), batches(), torch.device("cpu"))
     assert drops == {"0": int(dead.sum()), "2": 0}
