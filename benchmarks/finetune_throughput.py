@@ -17,6 +17,7 @@ Then, side by side on the akamaster ResNet-56 and ``cifar10-jpg/train.zip``:
 
     .venv/bin/python benchmarks/finetune_throughput.py [--data ../shared/data] [--steps 8] [--rounds 5]
         [--skip-epochs]
+    .venv/bin/python benchmarks/finetune_throughput.py --breakdown   # where a bf16 step's time goes (profiler)
 """
 
 from __future__ import annotations
@@ -140,6 +141,24 @@ def steps_table(data, steps: int, rounds: int, flops: float, limits: dict) -> No
                           "of bf16 conv limit"], rows)
 
 
+def breakdown(data, steps: int = 4) -> None:
+    """Share of a bf16 channels-last step per kind of op (torch.profiler, self CPU time)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    timer = StepTimer(recipe(data, True, {"precision": "bf16", "channels_last": True}))
+    timer.steps(3)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        timer.steps(steps)
+    kinds = {"convolution (forward + backward)": ("mkldnn_convolution", "convolution_backward"),
+             "batch norm (forward + backward)": ("native_batch_norm", "native_batch_norm_backward"),
+             "ReLU (forward + backward)": ("clamp_min", "threshold_backward", "relu"),
+             "residual add, optimizer, casts": ("add", "add_", "copy_", "_to_copy", "mul_")}
+    self_us = {e.key.removeprefix("aten::"): e.self_cpu_time_total for e in prof.key_averages()}
+    total = sum(self_us.values())
+    rows = [[kind, f"{100 * sum(self_us.get(op, 0) for op in ops) / total:.0f}%"] for kind, ops in kinds.items()]
+    print_markdown_table(["bf16 step, b128: self CPU time", "share"], rows)
+
+
 def one_epoch(data, in_memory: bool, tune: dict) -> tuple[float, float, float]:
     """(train images/s, val top-1, test top-1) of one fine-tuning epoch from the checkpoint."""
     r = recipe(data, in_memory, tune)
@@ -155,7 +174,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--skip-epochs", action="store_true")
+    parser.add_argument("--breakdown", action="store_true", help="only the profiler breakdown of a bf16 step")
     args = parser.parse_args()
+    if args.breakdown:
+        breakdown(args.data)
+        return
     model, _ = build_model(recipe(args.data, True, {}).model, 10)
     macs = count_torch(model, (3, 32, 32)).macs
     flops = 6 * macs

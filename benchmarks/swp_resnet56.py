@@ -40,6 +40,8 @@ def main() -> None:
     parser.add_argument("--finetune-epochs", type=int, default=None, help="after removal, stripes frozen; default: the recipe's")
     parser.add_argument("--subset", type=int, default=10500, help="training images (0: all 50,000)")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "swp_resnet56")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="more recipe overrides, e.g. finetune.distill={weight: 0.5}")
     args = parser.parse_args()
     overrides = [
         *resnet56_overrides(args.data, train_subset=args.subset or None), "data.val_split=500",
@@ -50,7 +52,7 @@ def main() -> None:
                       "pruning.bn_recalibration=null"]  # the re-fit matched the original outputs; BN stays as trained
     overrides += [f"{key}={value}" for key, value in (("method.alpha", args.alpha), ("method.threshold", args.threshold),
                                                        ("finetune.epochs", args.finetune_epochs)) if value is not None]
-    recipe = load_recipe(REPO / "recipes" / "swp_resnet56_cifar10.yaml", overrides)
+    recipe = load_recipe(REPO / "recipes" / "swp_resnet56_cifar10.yaml", overrides + args.set)
     report = run(recipe, args.out, overwrite=True).report
     details = report["pruning"]["method_details"]
     summary = {

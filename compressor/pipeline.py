@@ -173,7 +173,7 @@ def _load(recipe: Recipe, device, resume: bool) -> stages.Inputs:
 
     model = recipe.model.model_copy(update={"trust_checkpoint": False}) if resume else recipe.model
     try:
-        return stages.load_inputs(model, recipe.data, recipe.pruning, recipe.seed, device)
+        return stages.load_inputs(model, recipe.data, recipe.channel_plan, recipe.seed, device)
     except CheckpointError as exc:
         if model is recipe.model or not recipe.model.trust_checkpoint:
             raise

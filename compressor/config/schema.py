@@ -326,6 +326,14 @@ class Recipe(StrictModel):
         return self.finetune.epochs > 0 or self.method.trains or self.pruning.schedule == "layerwise"
 
     @property
+    def channel_plan(self) -> PruningConfig:
+        """``pruning`` as the channel plan checks it before any work: a MACs target that SWP meets with stripes
+        (mode reconstruct) is no channel amount."""
+        if self.method.name == "swp" and self.pruning.macs_reduction_pct is not None:
+            return self.pruning.model_copy(update={"macs_reduction_pct": None})
+        return self.pruning
+
+    @property
     def latency_target(self) -> LatencyTarget | None:
         """``pruning.latency_target`` with its defaults filled in from ``profile`` (backend, batch)."""
         target = self.pruning.latency_target

@@ -44,7 +44,9 @@ Departures from the reference code, each controlled by the recipe:
   layer's least-squares residual least (shared out over the layers by the same costs with ``budget: global``),
   and each filter's surviving weights are re-fitted by least squares to the original layer's output, layer by
   layer from the pruned network's inputs on the calibration images (``stripe_fit.py``): users start from a
-  trained network, where 160 epochs from scratch are not an option on a CPU.
+  trained network, where 160 epochs from scratch are not an option on a CPU. Instead of ``sparsity``,
+  ``pruning.macs_reduction_pct`` sets the budget, counted on the stripe graph as it executes
+  (``stripe_budget.py``).
 
 Measured (benchmarks/README.md): the accuracy / stripe-sparsity / latency trade-off of mode finetune on
 ResNet-56, and mode reconstruct retrain-free and with a short fine-tune.

@@ -103,7 +103,7 @@ def preflight(recipe: Recipe, say: Callable[[str], None] | None = None) -> Prefl
         checks.skipped.append(f"the trial prune and the ONNX export were not checked: {why}; fix that and validate again")
         return checks.result()
     checks.say("validate: trial prune of the plan")
-    ok, plan = checks.attempt("plan", _check_plan, model, shape, recipe.pruning)
+    ok, plan = checks.attempt("plan", _check_plan, model, shape, recipe.channel_plan)
     if ok:
         checks.facts["plan"] = _describe_plan(plan)
     if recipe.export.onnx:

@@ -81,6 +81,18 @@ def test_training_time_methods_end_to_end(tmp_path, method):
     assert abs(report["reduction"]["macs_pct"] - 50) <= 1.0
 
 
+def test_swp_reconstruct_meets_a_macs_target_on_the_stripe_graph(tmp_path):
+    """Mode reconstruct with pruning.macs_reduction_pct: no channel plan is searched, the stripes removed meet
+    the target as the stripe graph executes, and the exported stripe graph (every pruned conv as stripes)
+    counts at most those MACs."""
+    report = run(tmp_path, SMALL + ["method={name: swp, mode: reconstruct}", "pruning={macs_reduction_pct: 30}",
+                                    "finetune.epochs=0", "export.stripe.form=stripe"])
+    details, stripe = report["pruning"]["method_details"], report["stripe"]
+    assert details["macs_target_pct"] == 30 and details["macs_reduction_pct_stripe_graph"] >= 30
+    assert 1 - stripe["macs"] / report["baseline"]["macs"] >= 0.30 - 1e-6
+    assert report["parity"]["stripe_onnx"] < 1e-4
+
+
 def test_swp_end_to_end_writes_a_stripe_graph(tmp_path):
     """delta just under the initial 1: entries the loss pushes down go (a deterministic, partial sparsity). The
     stripe graph is exported (every sparse layer as stripes), matches PyTorch and is profiled with the others."""
