@@ -56,6 +56,7 @@ class CalibrationContext:
     seed: int = 0
     macs_reduction_pct: float | None = None
     network_macs: int | None = None
+    skip_layers: frozenset[str] = frozenset()  # layers the recipe never prunes (pruning.ignore)
 
 
 # ------------------------------------------------------------------------------ what surgery hands over

@@ -46,7 +46,8 @@ Departures from the reference code, each controlled by the recipe:
   layer from the pruned network's inputs on the calibration images (``stripe_fit.py``): users start from a
   trained network, where 160 epochs from scratch are not an option on a CPU. Instead of ``sparsity``,
   ``pruning.macs_reduction_pct`` sets the budget, counted on the stripe graph as it executes
-  (``stripe_budget.py``).
+  (``stripe_budget.py``). Layers matched by ``pruning.ignore`` keep every stripe (and do not count in
+  ``sparsity``): e.g. the layers the hybrid stripe graph runs dense anyway.
 
 Measured (benchmarks/README.md): the accuracy / stripe-sparsity / latency trade-off of mode finetune on
 ResNet-56, and mode reconstruct retrain-free and with a short fine-tune.
@@ -148,7 +149,7 @@ class SWP(TrainingMethod):
         from .stripe_budget import Budget, layer_costs, reduction_pct
         from .stripe_fit import reconstruct
 
-        self.layers = skeleton_layers(model)
+        self.layers = [name for name in skeleton_layers(model) if name not in ctx.skip_layers]
         original = copy.deepcopy(model).eval()
         budget = Budget(self.options.budget, self.options.sparsity, ctx.macs_reduction_pct, ctx.network_macs)
         per_layer = reconstruct(model, original, self.layers, budget, ctx.batches, ctx.device, ctx.seed)

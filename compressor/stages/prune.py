@@ -32,7 +32,8 @@ def prune(ctx: Context, model: nn.Module, method_cfg: MethodOptions, cfg: Prunin
     calibration = CalibrationContext(batches=lambda: inputs.loaders.calibration, device=device,
                                      num_images=inputs.loaders.num_calibration, seed=ctx.seed,
                                      macs_reduction_pct=cfg.macs_reduction_pct,
-                                     network_macs=_network_macs(model, inputs.input_shape, cfg))
+                                     network_macs=_network_macs(model, inputs.input_shape, cfg),
+                                     skip_layers=_ignored(model, cfg))
     trainer = Trainer(inputs.loaders.train, inputs.loaders.val, tune, device, ctx.seed,
                       teacher=inputs.model if tune.distill is not None else None)
     masked = None
@@ -68,6 +69,13 @@ class Latency:
     target: LatencyTarget  # backend and batch resolved (Recipe.latency_target)
     profile: ProfileConfig
     opset: int = 18
+
+
+def _ignored(model: nn.Module, cfg: PruningConfig) -> frozenset[str]:
+    """The layer names ``pruning.ignore`` matches (a method that picks layers itself, as SWP, skips them)."""
+    from ..surgery.graph import select_layers
+
+    return frozenset(name for hits in select_layers(model, cfg.ignore, "pruning.ignore").values() for name in hits)
 
 
 def _network_macs(model: nn.Module, input_shape: tuple[int, int, int], cfg: PruningConfig) -> int | None:

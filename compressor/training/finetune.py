@@ -7,6 +7,9 @@ Training-time methods (SFP/HFP/GHFP, SWP) train through the same loop as its
 momentum, no weight-decay drift: their gradients are zeroed before every step, the elements re-zeroed and
 their momentum cleared after it) and are called around every step and at the end of every epoch. The
 optimizer stays here; methods never see it.
+
+How the steps run (bfloat16 autocast where native, channels-last, ``torch.compile``, threads) is
+``training/throughput.py``; the model leaves the loop in the default layout, its weights always float32.
 """
 
 from __future__ import annotations

@@ -85,7 +85,7 @@ def test_swp_reconstruct_meets_a_macs_target_on_the_stripe_graph(tmp_path):
     """Mode reconstruct with pruning.macs_reduction_pct: no channel plan is searched, the stripes removed meet
     the target as the stripe graph executes, and the exported stripe graph (every pruned conv as stripes)
     counts at most those MACs."""
-    report = run(tmp_path, SMALL + ["method={name: swp, mode: reconstruct}", "pruning={macs_reduction_pct: 30}",
+    report = run(tmp_path, SMALL + ["method={name: swp, mode: reconstruct}", "pruning.macs_reduction_pct=30",
                                     "finetune.epochs=0", "export.stripe.form=stripe"])
     details, stripe = report["pruning"]["method_details"], report["stripe"]
     assert details["macs_target_pct"] == 30 and details["macs_reduction_pct_stripe_graph"] >= 30
@@ -97,7 +97,7 @@ def test_swp_end_to_end_writes_a_stripe_graph(tmp_path):
     """delta just under the initial 1: entries the loss pushes down go (a deterministic, partial sparsity). The
     stripe graph is exported (every sparse layer as stripes), matches PyTorch and is profiled with the others."""
     report = run(tmp_path, SMALL + ["method={name: swp, epochs: 2, alpha: 0.0001, threshold: 0.999}",
-                                    "pruning={residual: internal}", "finetune.epochs=0",
+                                    "pruning={residual: internal, macs_reduction_pct: null}", "finetune.epochs=0",
                                     "export.stripe.form=stripe"])
     pruning, stripe = report["pruning"], report["stripe"]
     details = pruning["method_details"]

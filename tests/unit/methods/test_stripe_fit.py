@@ -109,6 +109,18 @@ def test_stripe_graph_of_a_reconstructed_network_matches_its_dense_slim_export(r
     assert np.abs(run_ort(onnx.load(str(path)), x) - run_ort(stripe, x)).max() < 1e-4
 
 
+def test_layers_the_recipe_ignores_keep_every_stripe():
+    torch.manual_seed(0)
+    model = randomize_bn(ConvNet()).eval()
+    before = model.conv3.weight.detach().clone()
+    data = [(torch.randn(8, 3, 16, 16), torch.zeros(8, dtype=torch.long)) for _ in range(2)]
+    method = build_method(SWPOptions(name="swp", mode="reconstruct", sparsity=0.5))
+    method.calibrate(model, [], CalibrationContext(batches=lambda: iter(data), device=torch.device("cpu"),
+                                                   num_images=16, skip_layers=frozenset({"conv3"})))
+    assert "conv3" not in method.details["layers"] and torch.equal(model.conv3.weight, before)
+    assert abs(method.details["stripe_sparsity"] - 0.5) < 0.02  # of the layers it pruned
+
+
 def test_sparsity_goes_with_mode_reconstruct():
     with pytest.raises(ValueError, match="method.sparsity goes with method.mode: reconstruct"):
         SWPOptions(name="swp", sparsity=0.5)
