@@ -29,7 +29,7 @@ from .base import ImageSource, LabelSource, check_channels, check_class_names, c
 from .cifar import open_cifar, peek_cifar
 from .imagefolder import ImageFolderSource as FolderImages
 from .imagefolder import open_imagefolder
-from .memory import MemoryTrainLoader, memory_plan
+from .memory import MemoryTrainLoader, memory_plan, refusal
 from .npz import open_npz, peek_npz
 from .synthetic import CLASS_NAMES as SHAPES_CLASSES
 from .synthetic import open_synthetic
@@ -146,8 +146,7 @@ def _train_loader(cfg: DataConfig, dataset: ImageDataset, shuffle: torch.Generat
         return per_image
     reason = memory_plan(cfg, dataset.source, len(dataset), input_shape)
     if reason is not None and cfg.in_memory is True:
-        raise DataError(f"data.in_memory: true, but {reason}; set data.in_memory: auto (or false) to read the "
-                        "training images one by one")
+        raise refusal(reason)
     return MemoryTrainLoader(dataset, cfg.batch_size, shuffle, per_image, required=cfg.in_memory is True,
                              refused=reason)
 

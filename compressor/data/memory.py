@@ -49,10 +49,6 @@ class MemoryTrainLoader:
         self._use_fallback = False
 
     @property
-    def num_workers(self) -> int:
-        return 0
-
-    @property
     def sampler(self):
         """The fallback's sampler, so that the loop's ``set_epoch`` reaches a DistributedSampler (torchrun)."""
         return getattr(self.fallback, "sampler", None)
@@ -100,7 +96,7 @@ class MemoryTrainLoader:
         shapes = [tuple(images.shape[1:])] if isinstance(images, np.ndarray) else [tuple(i.shape) for i in images]
         wrong = next((i for i, shape in enumerate(shapes) if shape != expected), None)
         if wrong is not None:
-            index = int(dataset.indices[wrong if len(shapes) > 1 else 0])
+            index = int(dataset.indices[wrong])  # one shape for an (N, C, H, W) array: its first image
             self._refuse(f"image {index} of {dataset.source.where} is {'x'.join(map(str, shapes[wrong]))} "
                          f"(C x H x W), not the network's {'x'.join(map(str, expected))}")
             return
@@ -112,10 +108,15 @@ class MemoryTrainLoader:
 
     def _refuse(self, reason: str) -> None:
         if self.required:
-            raise DataError(f"data.in_memory: true, but {reason}; set data.in_memory: auto (or false) to read the "
-                            "training images one by one")
+            raise refusal(reason)
         log(f"  data.in_memory: {reason}; training reads images one by one")
         self._use_fallback = True
+
+
+def refusal(reason: str) -> DataError:
+    """The one line of ``in_memory: true`` when the train part cannot be held (``reason``)."""
+    return DataError(f"data.in_memory: true, but {reason}; set data.in_memory: auto (or false) to read the "
+                     "training images one by one")
 
 
 def memory_plan(cfg, source, count: int, input_shape: tuple[int, int, int]) -> str | None:
