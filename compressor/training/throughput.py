@@ -1,8 +1,8 @@
 """How the training loop runs fast: precision, memory format, ``torch.compile`` and threads (``finetune.*``).
 
 - ``precision: auto`` trains under bfloat16 autocast where the device computes bfloat16 natively: a CPU with
-  AVX-512 BF16 or AMX (oneDNN then runs convolutions and GEMMs in bfloat16, a GEMM about 6x the float32
-  rate on the Zen 4 machine of benchmarks/README.md), a CUDA device that supports it; float32 elsewhere.
+  AVX-512 BF16 or AMX (oneDNN then runs convolutions and GEMMs in bfloat16, a 2048^3 GEMM 6.5x the float32
+  rate on the machine of benchmarks/README.md), a CUDA device that supports it; float32 elsewhere.
   The weights, the optimizer and every evaluation stay float32: autocast only lowers the precision of the
   convolutions and matrix products inside a training step (the loss is computed in float32).
 - ``channels_last`` runs the training steps in NHWC (oneDNN's and cuDNN's native layout); the model goes back
