@@ -184,7 +184,7 @@ def _print_inspection(found) -> None:
         for row in found.not_pruned_cells():
             left.add_row(*map(escape, row))
         console.print(left)
-    for line in found.summary_lines():
+    for line in [*found.head_lines(), *found.summary_lines()]:
         console.print(escape(line))
 
 
@@ -238,7 +238,7 @@ def _check_paths(recipe) -> None:
 
     if recipe.model.checkpoint is not None and not recipe.model.checkpoint.is_file():
         raise CheckpointError(f"model.checkpoint: file not found: {recipe.model.checkpoint}")
-    for split in ("train", "test"):
+    for split in ("train", "test") if recipe.data is not None else ():
         source = getattr(recipe.data, split)
         path = getattr(source, "path", None)
         if path is not None and not path.exists():
@@ -265,7 +265,9 @@ def _print_summary(report: dict, out_dir: Path) -> None:
 
     b, p = report["baseline"], report["pruned"]
     table = Table("", "baseline", "pruned", title=f"{report['recipe']['name']}: {report['method']['name']}")
-    table.add_row("top-1 (%)", f"{b['accuracy']:.2f}", f"{p['accuracy']:.2f}")
+    task = report.get("task") or {}
+    label = "top-1 (%)" if task.get("kind", "classification") == "classification" else task["primary"]
+    table.add_row(label, f"{b['accuracy']:.2f}", f"{p['accuracy']:.2f}")
     table.add_row("MACs (M)", f"{b['macs'] / 1e6:.2f}", f"{p['macs'] / 1e6:.2f} (-{report['reduction']['macs_pct']:.1f}%)")
     table.add_row("params (k)", f"{b['params'] / 1e3:.1f}", f"{p['params'] / 1e3:.1f}")
     from rich.markup import escape

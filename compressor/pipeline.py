@@ -123,7 +123,7 @@ def _run(recipe: Recipe, layout: RunLayout, recipe_path, overwrite: bool, resume
     main = distributed.is_main()
     if not resume:
         distributed.on_main(lambda: environment.check_run_dir(layout.root, overwrite))
-    distributed.check_batch(recipe.data.batch_size)
+    distributed.check_batch(recipe.batch_size)
     environment.seed_everything(recipe.seed)
     try:
         with timed_stage("load") as t:
@@ -173,7 +173,7 @@ def _load(recipe: Recipe, device, resume: bool) -> stages.Inputs:
 
     model = recipe.model.model_copy(update={"trust_checkpoint": False}) if resume else recipe.model
     try:
-        return stages.load_inputs(model, recipe.data, recipe.channel_plan, recipe.seed, device)
+        return stages.load_inputs(model, recipe.data, recipe.channel_plan, recipe.seed, device, recipe.task)
     except CheckpointError as exc:
         if model is recipe.model or not recipe.model.trust_checkpoint:
             raise
@@ -277,7 +277,8 @@ def _finish(run: _Run) -> RunResult:
     layout, found = run.context.layout, run.results
     results = stages.Results(baseline=found["baseline"], pruned=found["prune"], tuned=found["finetune"],
                              exported=found.get("export"), profiled=found.get("profile"))
-    gates = evaluate_gates(run.recipe.gates, run.recipe.export, results, run.recipe.latency_target)
+    gates = evaluate_gates(run.recipe.gates, run.recipe.export, results, run.recipe.latency_target,
+                           run.recipe.task.direction)
     report = build_report(run.recipe, run.recipe_path, layout, run.context.inputs, results, gates,
                           run.timings)
     write_report(layout, report, run.recipe.latency_target)

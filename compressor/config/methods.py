@@ -168,3 +168,21 @@ METHOD_OPTIONS: tuple[type[MethodOptions], ...] = tuple(sorted(
 
 MethodConfig = Annotated[Union[METHOD_OPTIONS], Field(discriminator="name")]  # type: ignore[valid-type]
 """The recipe's ``method`` section: one of :data:`METHOD_OPTIONS`, chosen by ``name``."""
+
+
+def check_swp_budget(method, pruning) -> None:
+    """SWP removes stripes: a channel amount means nothing to it; mode reconstruct takes one stripe budget."""
+    if method.name != "swp":
+        return
+    channels = [n for n in ("ratio", "params_reduction_pct", "layers", "layer_ratios") if getattr(pruning, n)]
+    if channels:
+        raise ValueError(f"pruning.{channels[0]}: method swp removes stripes, not channels; give method.mode: "
+                         "reconstruct a method.sparsity or a pruning.macs_reduction_pct instead")
+    macs = pruning.macs_reduction_pct is not None
+    if method.mode != "reconstruct" and macs:
+        raise ValueError("pruning.macs_reduction_pct: method swp meets a MACs target in method.mode: reconstruct "
+                         "only (modes finetune and scratch prune what the skeleton threshold leaves)")
+    if method.mode == "reconstruct" and macs == (method.sparsity is not None):
+        raise ValueError("method.mode: reconstruct takes one budget: method.sparsity (a share of the stripes) or "
+                         "pruning.macs_reduction_pct (counted on the stripe graph), " + ("not both" if macs else
+                                                                                          "e.g. sparsity: 0.5"))

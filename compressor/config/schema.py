@@ -17,7 +17,8 @@ from ..errors import did_you_mean
 from .autodetect import resolve_auto
 from .deploy import Backend, ExportConfig, ProfileConfig
 from .fields import PositiveInt, Ratio, ResolvedPath, StrictModel
-from .methods import MethodConfig
+from .methods import MethodConfig, check_swp_budget
+from .task import ClassificationTask, TaskConfig, check_task
 from .training import FinetuneConfig
 
 SCHEMA_VERSION = 1
@@ -205,6 +206,8 @@ class PruningConfig(StrictModel):
         default_factory=list, description="One removal ratio per conv layer in module order, head excluded (HRank's "
         "compress_rate lists); a group takes the ratio of its first layer; entries of protected layers are unused.")
     ignore: list[str] = Field(default_factory=list, description="Layers (globs or 're:' regexes) never pruned.")
+    heads: list[str] | None = Field(None, description="The output layers, kept whole (globs or 're:' regexes); default: "
+                                    "every Conv/Linear whose result reaches a model output through parameter-free ops.")
     residual: Literal["internal", "coupled"] = Field(
         "internal", description="internal: only block-internal channels (as in the papers); coupled: residual-stream "
         "channels too, pruned together across each stage.")
@@ -274,7 +277,9 @@ class Recipe(StrictModel):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where the PyTorch work runs (auto: CUDA when "
                                                    "present).")
     model: ModelConfig
-    data: DataConfig
+    task: TaskConfig = ClassificationTask()
+    data: DataConfig | None = Field(None, description="The images of task classification (a custom task brings its own "
+                                    "loaders).")
     method: MethodConfig
     pruning: PruningConfig
     finetune: FinetuneConfig = FinetuneConfig()
@@ -298,7 +303,8 @@ class Recipe(StrictModel):
                              "export.tensorrt.enabled: true or drop tensorrt from profile.backends")
         self._check_tensorrt_batches()
         self._check_latency_target()
-        self._check_swp_budget()
+        check_swp_budget(self.method, self.pruning)
+        check_task(self)
         for gate in self.gates.max_latency_ms:
             produced = self._gateable(gate.backend)
             if gate.artifact not in produced:
@@ -324,6 +330,11 @@ class Recipe(StrictModel):
         """Whether the validation split is evaluated: only when something trains (fine-tuning picks its best
         epoch on it; a training-time method or a layerwise schedule trains too). Retrain-free, nothing reads it."""
         return self.finetune.epochs > 0 or self.method.trains or self.pruning.schedule == "layerwise"
+
+    @property
+    def batch_size(self) -> int:
+        """The training batch: ``data.batch_size``, or ``task.batch_size`` for a custom task."""
+        return self.data.batch_size if self.data is not None else self.task.batch_size
 
     @property
     def channel_plan(self) -> PruningConfig:
@@ -358,24 +369,6 @@ class Recipe(StrictModel):
         if target.backend == "tensorrt":
             raise ValueError("pruning.latency_target.backend tensorrt is not supported yet (every candidate would "
                              "need an engine build); use onnxruntime-tensorrt, which builds through TensorRT too")
-
-    def _check_swp_budget(self) -> None:
-        """SWP removes stripes: a channel amount means nothing to it; mode reconstruct takes one stripe budget."""
-        method, pruning = self.method, self.pruning
-        if method.name != "swp":
-            return
-        channels = [n for n in ("ratio", "params_reduction_pct", "layers", "layer_ratios") if getattr(pruning, n)]
-        if channels:
-            raise ValueError(f"pruning.{channels[0]}: method swp removes stripes, not channels; give method.mode: "
-                             "reconstruct a method.sparsity or a pruning.macs_reduction_pct instead")
-        macs = pruning.macs_reduction_pct is not None
-        if method.mode != "reconstruct" and macs:
-            raise ValueError("pruning.macs_reduction_pct: method swp meets a MACs target in method.mode: reconstruct "
-                             "only (modes finetune and scratch prune what the skeleton threshold leaves)")
-        if method.mode == "reconstruct" and macs == (method.sparsity is not None):
-            raise ValueError("method.mode: reconstruct takes one budget: method.sparsity (a share of the stripes) or "
-                             "pruning.macs_reduction_pct (counted on the stripe graph), " + ("not both" if macs else
-                                                                                              "e.g. sparsity: 0.5"))
 
     def _gateable(self, backend: str) -> set[str]:
         """The artifacts a latency gate can name on ``backend``, given what this recipe exports."""

@@ -47,6 +47,7 @@ class OnnxArtifact:
     macs: int  # counted on the ONNX graph, per image
     params: int
     seconds: float
+    outputs: tuple = ()  # several outputs: (name, max_abs_diff, reference_max_abs) per output (export/onnx.Parity)
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,8 @@ def export_artifact(model: nn.Module, path: Path, images: Images, opset: int) ->
     exporter, parity = export_checked(cpu, Path(path), images, opset)
     cost = count_onnx(path)
     return OnnxArtifact(path=path, max_abs_diff=parity.max_abs_diff, reference_max_abs=parity.reference_max_abs,
-                        exporter=exporter, macs=cost.macs, params=cost.params, seconds=time.perf_counter() - start)
+                        exporter=exporter, macs=cost.macs, params=cost.params, seconds=time.perf_counter() - start,
+                        outputs=parity.outputs)
 
 
 def export_checked(model: nn.Module, path: Path, images: Images, opset: int) -> tuple[str, Parity]:

@@ -1,12 +1,14 @@
 """ONNX export of a classifier (the dense-slim artifact) and its parity check against PyTorch.
 
 ``export_onnx`` writes ONE self-contained ``.onnx`` file (weights inside, no ``.onnx.data`` side file)
-with one NCHW input named ``input``, one output named ``logits`` and a symbolic batch dimension. It
+with one NCHW input named ``input``, one output named ``logits`` (a model returning several tensors: one
+output per tensor, named and ordered as ``compressor.outputs`` says) and a symbolic batch dimension. It
 uses torch's dynamo exporter (opset 18 or later; its optimizer folds BatchNorm into the preceding Conv), or,
 with ``exporter="torchscript"``, the legacy TorchScript exporter (``dynamo=False``; deprecated but kept as
 the fallback of ``export/artifacts.py`` for networks the dynamo exporter cannot take or gets wrong).
 
-``check_parity`` returns a :class:`Parity`: the largest |PyTorch - onnxruntime| on the logits and the
+``check_parity`` returns a :class:`Parity` (per output, when there are several): the largest
+|PyTorch - onnxruntime| on the logits and the
 largest |PyTorch logit|, the scale the parity limit is relative to (:func:`parity_limit`: atol + rtol x
 max |logits|, as Polygraphy and the ONNX checkers judge float32 outputs; float32 rounding grows with the
 outputs' scale: logits of ~17 differ by ~2e-4 on a correct export).
@@ -63,13 +65,16 @@ _USER_FRAME = re.compile(r'raised this error:\s*File "([^"]+)", line (\d+), in (
 class Parity:
     """PyTorch against onnxruntime on the same images (NaN counts as ``inf``, so that a gate fails)."""
 
-    max_abs_diff: float  # max |PyTorch logits - onnxruntime logits|
+    max_abs_diff: float  # max |PyTorch logits - onnxruntime logits| (several outputs: the largest of them)
     reference_max_abs: float  # max |PyTorch logits|: the scale the relative part of the limit multiplies
+    outputs: tuple = ()  # several outputs: (name, max_abs_diff, reference_max_abs) of each, each judged alone
 
     def limit(self, atol: float, rtol: float) -> float:
         return parity_limit(atol, rtol, self.reference_max_abs)
 
     def passed(self, atol: float, rtol: float) -> bool:
+        if self.outputs:
+            return all(parity_passed(diff, parity_limit(atol, rtol, scale)) for _, diff, scale in self.outputs)
         return parity_passed(self.max_abs_diff, self.limit(atol, rtol))
 
 
@@ -99,8 +104,23 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, opset: int 
                           f"{MIN_OPSET} or later; set export.opset to {MIN_OPSET} or more")
     args = (_example_batch(example),)
     with eval_mode(model):
-        write_atomic(path, lambda tmp: _export_to(model, args, tmp, opset, exporter))
+        names = output_names(model, args[0])
+        write_atomic(path, lambda tmp: _export_to(model, args, tmp, opset, exporter, names))
     return path
+
+
+def output_names(model: nn.Module, example: torch.Tensor) -> list[str]:
+    """The ONNX output names of ``model``'s outputs on ``example`` (``compressor.outputs``: ``logits`` alone)."""
+    import torch
+
+    from ..outputs import named
+
+    with torch.no_grad():
+        names = [name for name, _ in named(model(example.to(_device(model))))]
+    if not names:
+        raise ExportError(f"{type(model).__name__}.forward returns no tensor; export needs a tensor, or tuples, lists "
+                          "or dicts of tensors")
+    return names
 
 
 def check_parity(model: nn.Module, onnx_path: Path, images: torch.Tensor) -> Parity:
@@ -113,22 +133,36 @@ def check_parity(model: nn.Module, onnx_path: Path, images: torch.Tensor) -> Par
     import numpy as np
     import torch
 
+    from ..outputs import named
+
     session = _cpu_session(Path(onnx_path))
     name = session.get_inputs()[0].name
     device = _device(model)
-    worst = scale = 0.0
+    worst: dict[str, list[float]] = {}
     with eval_mode(model), torch.no_grad():
         for batch in (images, images[:1]):
-            expected = model(batch.to(device)).detach().float().cpu().numpy()
-            got = _run(session, name, batch.detach().float().cpu().numpy(), onnx_path)
-            if got.shape != expected.shape:
-                raise ExportError(f"{onnx_path}: onnxruntime returned logits of shape {got.shape} at batch "
-                                  f"{len(batch)}, PyTorch {expected.shape}; the batch dimension is not dynamic")
-            diff = float(np.max(np.abs(got.astype(np.float64) - expected)))
-            largest = float(np.max(np.abs(expected)))
-            worst = max(worst, diff if diff == diff else float("inf"))
-            scale = max(scale, largest if largest == largest else float("inf"))
-    return Parity(max_abs_diff=worst, reference_max_abs=scale)
+            expected = [(k, t.detach().float().cpu().numpy()) for k, t in named(model(batch.to(device)))]
+            got = _run_all(session, name, batch.detach().float().cpu().numpy(), onnx_path)
+            if len(got) != len(expected):
+                raise ExportError(f"{onnx_path}: onnxruntime returned {len(got)} outputs, PyTorch {len(expected)}")
+            for (key, want), have in zip(expected, got):
+                if have.shape != want.shape:
+                    raise ExportError(f"{onnx_path}: onnxruntime returned {key} of shape {have.shape} at batch "
+                                      f"{len(batch)}, PyTorch {want.shape}; the batch dimension is not dynamic")
+                diff = float(np.max(np.abs(have.astype(np.float64) - want))) if want.size else 0.0
+                largest = float(np.max(np.abs(want))) if want.size else 0.0
+                entry = worst.setdefault(key, [0.0, 0.0])
+                entry[0] = max(entry[0], diff if diff == diff else float("inf"))
+                entry[1] = max(entry[1], largest if largest == largest else float("inf"))
+    return _parity(worst)
+
+
+def _parity(per_output: dict[str, list[float]]) -> Parity:
+    """One output: its figures. Several: each one's, and the largest difference with its own scale on top."""
+    key = max(per_output, key=lambda k: per_output[k][0])
+    diff, scale = per_output[key]
+    outputs = tuple((k, d, s) for k, (d, s) in per_output.items()) if len(per_output) > 1 else ()
+    return Parity(max_abs_diff=diff, reference_max_abs=scale, outputs=outputs)
 
 
 def onnx_input_shape(path: Path) -> tuple[int, int, int]:
@@ -189,37 +223,39 @@ def quiet_exporter() -> Iterator[None]:
 
 
 # ------------------------------------------------------------------------------------------ internals
-def _export_to(model: nn.Module, args: tuple, tmp: Path, opset: int, exporter: str) -> None:
+def _export_to(model: nn.Module, args: tuple, tmp: Path, opset: int, exporter: str,
+               names: list[str] | None = None) -> None:
+    names = names or [OUTPUT_NAME]
     try:
         with quiet_exporter():
-            (_dynamo if exporter == "dynamo" else _torchscript)(model, args, tmp, opset)
+            (_dynamo if exporter == "dynamo" else _torchscript)(model, args, tmp, opset, names)
     except Exception as exc:  # noqa: BLE001 - every exporter failure becomes one user-facing line
         raise ExportError(_describe_failure(model, exc, exporter)) from exc
-    _check_file(model, tmp)
+    _check_file(model, tmp, len(names))
 
 
-def _dynamo(model: nn.Module, args: tuple, tmp: Path, opset: int) -> None:
+def _dynamo(model: nn.Module, args: tuple, tmp: Path, opset: int, names: list[str]) -> None:
     import torch
 
     batch = torch.export.Dim("batch", min=1)
-    torch.onnx.export(model, args, str(tmp), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+    torch.onnx.export(model, args, str(tmp), input_names=[INPUT_NAME], output_names=names,
                       opset_version=opset, dynamo=True, external_data=False, dynamic_shapes=({0: batch},),
                       verbose=False)
 
 
-def _torchscript(model: nn.Module, args: tuple, tmp: Path, opset: int) -> None:
+def _torchscript(model: nn.Module, args: tuple, tmp: Path, opset: int, names: list[str]) -> None:
     """The legacy exporter; a ``TracerWarning`` (a trace that may not hold for other inputs) is an error."""
     import torch
 
-    axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
+    axes = {INPUT_NAME: {0: "batch"}, **{name: {0: "batch"} for name in names}}
     with warnings.catch_warnings():
         warnings.simplefilter("error", torch.jit.TracerWarning)
-        torch.onnx.export(model, args, str(tmp), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+        torch.onnx.export(model, args, str(tmp), input_names=[INPUT_NAME], output_names=names,
                           opset_version=opset, dynamo=False, dynamic_axes=axes, do_constant_folding=True,
                           verbose=False)
 
 
-def _check_file(model: nn.Module, tmp: Path) -> None:
+def _check_file(model: nn.Module, tmp: Path, expected_outputs: int = 1) -> None:
     import onnx
 
     name = type(model).__name__
@@ -228,9 +264,10 @@ def _check_file(model: nn.Module, tmp: Path) -> None:
     except Exception as exc:  # noqa: BLE001
         raise ExportError(f"the ONNX graph exported from {name} fails onnx.checker: {_first_line(exc)}") from exc
     graph = onnx.load(str(tmp), load_external_data=False).graph
-    if len(graph.output) != 1:
-        raise ExportError(f"{name}.forward returns {len(graph.output)} outputs; export needs a classifier "
-                          "that returns one logits tensor (wrap the model to drop auxiliary outputs)")
+    if len(graph.output) != expected_outputs:
+        raise ExportError(f"the ONNX graph of {name} has {len(graph.output)} outputs where forward returns "
+                          f"{expected_outputs} tensors (an output that is an input or a constant is not exported); "
+                          "return only computed tensors")
     first = graph.input[0].type.tensor_type.shape.dim[0]
     if not first.dim_param:
         raise ExportError(f"ONNX export of {name}: the batch dimension came out fixed at {first.dim_value}; "
@@ -309,7 +346,11 @@ def _cpu_session(path: Path):
 
 
 def _run(session, name: str, array, path: Path):
+    return _run_all(session, name, array, path)[0]
+
+
+def _run_all(session, name: str, array, path: Path) -> list:
     try:
-        return session.run(None, {name: array})[0]
+        return session.run(None, {name: array})
     except Exception as exc:  # noqa: BLE001
         raise ExportError(f"onnxruntime failed to run {path} at batch {array.shape[0]}: {_first_line(exc)}") from exc

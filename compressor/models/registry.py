@@ -92,19 +92,20 @@ def get_model_spec(name: str) -> ModelSpec:
 
 
 # ------------------------------------------------------------------------------------------ build
-def build_model(config: ModelConfig, num_classes: int) -> tuple[nn.Module, Shape]:
+def build_model(config: ModelConfig, num_classes: int | None) -> tuple[nn.Module, Shape]:
     """Build ``config.arch`` for ``num_classes`` classes; return it (eval mode, CPU) and its input shape (C, H, W).
 
     ``num_classes`` is passed as the factory's ``num_classes`` argument (when the factory takes one) unless
     ``model.kwargs`` sets it; a different value there is an error. The model must accept a (1, C, H, W)
-    input and return (1, num_classes) logits.
+    input and return (1, num_classes) logits. ``num_classes`` None (a custom task): nothing is passed, and the
+    model may return any nesting of tensors.
     """
     factory, label, default_shape = _resolve_arch(config.arch)
     shape = tuple(config.input_shape) if config.input_shape is not None else default_shape
     if shape is None:
         raise ModelError(f"model.input_shape is required for your own model '{config.arch}': "
                          "set it to C, H, W of one input image, e.g. [3, 32, 32]")
-    kwargs = _factory_kwargs(factory, dict(config.kwargs), num_classes)
+    kwargs = dict(config.kwargs) if num_classes is None else _factory_kwargs(factory, dict(config.kwargs), num_classes)
     model = _call_factory(factory, label, kwargs, user=default_shape is None)
     model = model.to("cpu").eval()
     _check_forward(model, shape, num_classes, config.arch)
@@ -204,7 +205,7 @@ def _call_factory(factory: Callable[..., Any], label: str, kwargs: dict[str, Any
     return model
 
 
-def _check_forward(model: nn.Module, shape: tuple[int, ...], num_classes: int, arch: str) -> None:
+def _check_forward(model: nn.Module, shape: tuple[int, ...], num_classes: int | None, arch: str) -> None:
     c, h, w = shape
     try:
         with torch.no_grad():
@@ -212,10 +213,30 @@ def _check_forward(model: nn.Module, shape: tuple[int, ...], num_classes: int, a
     except Exception as exc:
         raise ModelError(f"model.input_shape {list(shape)}: forward of a (1,{c},{h},{w}) input failed: "
                          f"{type(exc).__name__}: {_first_line(exc)}") from exc
+    if num_classes is None:
+        _check_outputs(out, arch, (1, c, h, w))
+        return
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, num_classes):
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ModelError(f"model.arch '{arch}': the model returns {got} for a (1,{c},{h},{w}) input, expected "
                          f"(1, {num_classes}) logits (data.num_classes={num_classes}); check model.kwargs")
+
+
+def _check_outputs(out: Any, arch: str, shape: tuple[int, ...]) -> None:
+    """A custom task's model returns a tensor, or tuples, lists and dicts (string keys) of tensors."""
+    if isinstance(out, torch.Tensor):
+        return
+    if isinstance(out, dict) and all(isinstance(k, str) for k in out):
+        values = list(out.values())
+    elif isinstance(out, (tuple, list)):
+        values = list(out)
+    else:
+        raise ModelError(f"model.arch '{arch}': the model returns a {type(out).__name__} for a {shape} input; it must "
+                         "return a tensor, or tuples, lists or dicts (string keys) of tensors")
+    if not values:
+        raise ModelError(f"model.arch '{arch}': the model returns an empty {type(out).__name__}")
+    for value in values:
+        _check_outputs(value, arch, shape)
 
 
 def _first_line(exc: BaseException) -> str:

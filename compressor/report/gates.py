@@ -34,18 +34,19 @@ def gate(name: str, limit: float, value: float | None, passed: bool, detail: str
 
 
 def evaluate_gates(cfg: GatesConfig, export_cfg: ExportConfig, results: Results,
-                   latency_target=None) -> list[GateResult]:
+                   latency_target=None, direction: str = "higher") -> list[GateResult]:
     """Every configured gate; ``latency_target`` (``Recipe.latency_target``, resolved) adds its own: a recipe
-    that asks for a speedup fails when the final artifacts do not show it."""
+    that asks for a speedup fails when the final artifacts do not show it. ``direction`` (``task.direction``):
+    whether a higher primary metric is better; ``max_accuracy_drop`` limits how much worse it got either way."""
     baseline, tuned, exported = results.baseline, results.tuned, results.exported
     rows = _parity_gates(export_cfg, results)
     if latency_target is not None:
         rows.append(latency_target_gate(latency_target, results.profiled))
     if cfg.max_accuracy_drop is not None:
-        drop = baseline.test.accuracy - tuned.test.accuracy
+        drop = worsening(baseline.test.accuracy, tuned.test.accuracy, direction)
         rows.append(gate("max_accuracy_drop", cfg.max_accuracy_drop, round(drop, 4), drop <= cfg.max_accuracy_drop,
-                         f"top-1 {baseline.test.accuracy:.2f}% -> {tuned.test.accuracy:.2f}% on the test split "
-                         f"({tuned.test.images} images)"))
+                         f"{baseline.test.describe()} -> {tuned.test.describe()} on the test split "
+                         f"({tuned.test.images} images{', lower is better' if direction == 'lower' else ''})"))
     if cfg.min_macs_reduction_pct is not None:
         value, source = macs_reduction(results)
         rows.append(gate("min_macs_reduction_pct", cfg.min_macs_reduction_pct, round(value, 3),
@@ -62,6 +63,12 @@ def evaluate_gates(cfg: GatesConfig, export_cfg: ExportConfig, results: Results,
     return rows
 
 
+def worsening(baseline: float, pruned: float, direction: str) -> float:
+    """How much worse ``pruned`` is than ``baseline`` (negative: better), for a metric where ``direction`` is
+    better."""
+    return baseline - pruned if direction == "higher" else pruned - baseline
+
+
 def macs_reduction(results: Results) -> tuple[float, str]:
     """MACs reduction in percent, counted on the exported ONNX graphs when they exist."""
     baseline, exported = results.baseline, results.exported
@@ -71,17 +78,20 @@ def macs_reduction(results: Results) -> tuple[float, str]:
 
 
 def _parity_gates(export_cfg: ExportConfig, results: Results) -> list[GateResult]:
-    """``parity:baseline``, ``parity:pruned``, ``parity:stripe``: one per exported FP32 ONNX file; the limit is
-    ``atol + rtol x max |logits|`` of that file's own PyTorch reference."""
+    """``parity:baseline``, ``parity:pruned``, ``parity:stripe``: one per exported FP32 ONNX file (a model with several
+    outputs: one per output, ``parity:pruned[heatmap]``); the limit is ``atol + rtol x max |output|`` of that
+    file's own PyTorch reference."""
     rows = []
+    atol, rtol = export_cfg.parity_tolerance, export_cfg.parity_rtol
     for name, artifact in onnx_exports(results.baseline, results.exported).items():
-        atol, rtol, scale = export_cfg.parity_tolerance, export_cfg.parity_rtol, artifact.reference_max_abs
-        limit = parity_limit(atol, rtol, scale)
-        rows.append(gate(f"parity:{name.removesuffix('_onnx')}", limit, artifact.max_abs_diff,
-                         parity_passed(artifact.max_abs_diff, limit),
-                         f"max |PyTorch - onnxruntime| <= atol + rtol x max|logits| = {atol:.3g} + {rtol:.3g} x "
-                         f"{scale:.4g} = {limit:.4g}, on the logits of {export_cfg.parity_images} images "
-                         f"({artifact.exporter} exporter)"))
+        outputs = artifact.outputs or (("logits", artifact.max_abs_diff, artifact.reference_max_abs),)
+        for output, diff, scale in outputs:
+            limit = parity_limit(atol, rtol, scale)
+            suffix = f"[{output}]" if len(outputs) > 1 else ""
+            rows.append(gate(f"parity:{name.removesuffix('_onnx')}{suffix}", limit, diff, parity_passed(diff, limit),
+                             f"max |PyTorch - onnxruntime| <= atol + rtol x max|{output}| = {atol:.3g} + {rtol:.3g} x "
+                             f"{scale:.4g} = {limit:.4g}, on the {output} of {export_cfg.parity_images} images "
+                             f"({artifact.exporter} exporter)"))
     return rows
 
 

@@ -40,20 +40,39 @@ def _header(r: dict) -> str:
 
 def _results(r: dict) -> str:
     b, p, red = r["baseline"], r["pruned"], r["reduction"]
+    label, short = metric_label(r)
     rows = [
-        ["top-1 accuracy (%)", b["accuracy"], p["accuracy"], _delta(p["accuracy"], b["accuracy"])],
-        ["top-1 before fine-tuning (%)", "", p["accuracy_before_finetune"],
+        [label, b["accuracy"], p["accuracy"], _delta(p["accuracy"], b["accuracy"])],
+        [f"{short} before fine-tuning", "", p["accuracy_before_finetune"],
          _delta(p["accuracy_before_finetune"], b["accuracy"])],
-        ["validation top-1 (%)", b["val_accuracy"], p["val_accuracy"], _delta(p["val_accuracy"], b["val_accuracy"])],
+        [f"validation {short}", b["val_accuracy"], p["val_accuracy"], _delta(p["val_accuracy"], b["val_accuracy"])],
+        *_extra_metrics(r),
         ["MACs (M)", b["macs"] / 1e6, p["macs"] / 1e6, f"-{red['macs_pct']:.2f}%"],
         ["params (k)", b["params"] / 1e3, p["params"] / 1e3, f"-{red['params_pct']:.2f}%"],
     ]
-    note = (f"Accuracy on the `{b['split']}` split ({b['images']} images). {r['counting']}; counted on "
+    name = "Accuracy" if short.startswith("top-1") else short
+    note = (f"{name} on the `{b['split']}` split ({b['images']} images). {r['counting']}; counted on "
             f"{red['counted_on']} (params of an ONNX graph are those of the BatchNorm-folded graph).")
     if b["val_accuracy"] is None and p["val_accuracy"] is None:  # Recipe.validates
-        rows = [row for row in rows if not row[0].startswith("validation")]
+        rows = [row for row in rows if not str(row[0]).startswith("validation")]
         note += " The validation split was not evaluated: nothing trained (it only picks fine-tuning's best epoch)."
     return "## Results\n\n" + table(["", "baseline", "pruned", "change"], rows) + "\n\n" + note
+
+
+def metric_label(r: dict) -> tuple[str, str]:
+    """(the Results row's label, a short name) of the primary metric: top-1 for a classifier, else task.primary."""
+    task = r.get("task") or {}
+    if task.get("kind", "classification") == "classification":
+        return "top-1 accuracy (%)", "top-1 (%)"
+    return task["label"], task["primary"]
+
+
+def _extra_metrics(r: dict) -> list[list]:
+    """A custom task's other metric values, one row each."""
+    b, p = r["baseline"].get("metrics") or {}, r["pruned"].get("metrics") or {}
+    primary = (r.get("task") or {}).get("primary")
+    return [[f"{name} (task.metric)", b.get(name), p.get(name), _delta(p.get(name), b.get(name))]
+            for name in b if name not in (primary, "images")]
 
 
 def _delta(new, old) -> str:
@@ -204,8 +223,9 @@ def _finetune(r: dict) -> str:
     if not f["log"]:
         return "## Fine-tuning\n\nNone (finetune.epochs = 0)."
     rows = [[e["epoch"], e["lr"], e["train_loss"], e["train_accuracy"], e["val_accuracy"], e["seconds"]] for e in f["log"]]
-    return (f"## Fine-tuning\n\nBest epoch (by validation accuracy, never test): {f['best_epoch']}.\n\n"
-            + table(["epoch", "lr", "train loss", "train top-1 %", "val top-1 %", "seconds"], rows))
+    _, short = metric_label(r)
+    return (f"## Fine-tuning\n\nBest epoch (by validation {short}, never test): {f['best_epoch']}.\n\n"
+            + table(["epoch", "lr", "train loss", "train top-1 %", f"val {short}", "seconds"], rows))
 
 
 def _artifacts(r: dict) -> str:

@@ -19,6 +19,17 @@ MACS_RULE = ("MACs: multiply-accumulates of every Conv, ConvTranspose, Gemm and 
              "per image; BatchNorm, activations and pooling are not counted")
 
 
+def task_section(recipe: Recipe) -> dict:
+    """What ``accuracy`` means in this report: top-1 (%) of a classifier, or a custom task's primary metric
+    (``baseline.metrics`` / ``pruned.metrics`` hold every value its metric returned)."""
+    task = recipe.task
+    custom = task.kind == "custom"
+    return {"kind": task.kind, "primary": task.primary, "direction": task.direction,
+            "label": f"{task.primary} ({'lower' if task.direction == 'lower' else 'higher'} is better)" if custom
+            else "top-1 accuracy (%)",
+            "note": "accuracy, val_accuracy and accuracy_before_finetune hold task.primary" if custom else None}
+
+
 def build_report(recipe: Recipe, recipe_path, layout: RunLayout, inputs: Inputs, results: Results,
                  gates: list[GateResult], timings: dict) -> dict:
     baseline, pruned, tuned, profiled = results.baseline, results.pruned, results.tuned, results.profiled
@@ -31,10 +42,13 @@ def build_report(recipe: Recipe, recipe_path, layout: RunLayout, inputs: Inputs,
         "method": {"name": recipe.method.name, "options": recipe.method.model_dump(mode="json")},
         "model": {"arch": recipe.model.arch, "input_shape": list(inputs.input_shape),
                   "checkpoint": str(recipe.model.checkpoint) if recipe.model.checkpoint else None},
+        "task": task_section(recipe),
         "baseline": {"accuracy": _r(baseline.test.accuracy), "split": "test", "images": baseline.test.images,
-                     "val_accuracy": _r(baseline.val and baseline.val.accuracy), **base_cost},
+                     "val_accuracy": _r(baseline.val and baseline.val.accuracy), **base_cost,
+                     "metrics": {k: _r(v) for k, v in baseline.test.metrics.items()}},
         "pruned": {"accuracy": _r(tuned.test.accuracy), "split": "test", "images": tuned.test.images,
                    "val_accuracy": _r(tuned.val and tuned.val.accuracy),
+                   "metrics": {k: _r(v) for k, v in tuned.test.metrics.items()},
                    "accuracy_before_finetune": _r(pruned.retrain_free.accuracy),
                    "best_epoch": tuned.result.best_epoch, **new_cost},
         "reduction": {"macs_pct": _r(macs_pct), "params_pct": _r(100 * (1 - new_cost["params"] / base_cost["params"])),

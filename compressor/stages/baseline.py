@@ -12,13 +12,13 @@ from .results import Baseline
 
 
 def baseline(ctx: Context, export: ExportConfig, batch_sizes: Sequence[int], validate: bool = True) -> Baseline:
-    """Top-1 on test and (``validate``: when anything trains, ``Recipe.validates``) validation, MACs and params of
-    the PyTorch model, and (``export.onnx``) its ONNX file with the same precision variants and engines as the
-    pruned model will get; ``baseline/metrics.json``."""
+    """The task's metric (top-1) on test and (``validate``: when anything trains, ``Recipe.validates``)
+    validation, MACs and params of the PyTorch model, and (``export.onnx``) its ONNX file with the same
+    precision variants and engines as the pruned model will get; ``baseline/metrics.json``."""
     from ..profiling.macs import count_torch
-    from ..training import evaluate
 
     inputs, layout = ctx.inputs, ctx.layout
+    evaluate = inputs.task.evaluate
     test = evaluate(inputs.model, inputs.loaders.test, ctx.device, "baseline: test")
     val = evaluate(inputs.model, inputs.loaders.val, ctx.device, "baseline: validation") if validate else None
     cost = count_torch(inputs.model, inputs.input_shape)

@@ -19,12 +19,13 @@ def finetune(ctx: Context, model: nn.Module, cfg: FinetuneConfig, method_cfg: Me
     zero). Returns None on torchrun ranks other than 0 (``pruned`` is only needed, and only given, on rank 0).
     ``validate``: evaluate the final model on the validation split too (``Recipe.validates``)."""
     from ..profiling.macs import count_torch
-    from ..training import LoopOptions, distributed, evaluate
+    from ..training import LoopOptions, distributed
     from ..training import finetune as train
 
     inputs, device = ctx.inputs, ctx.device
+    evaluate = inputs.task.evaluate
     options = LoopOptions(checkpoint=ctx.layout.checkpoint("finetune"), seed=ctx.seed, name="finetune",
-                          teacher=inputs.model if cfg.distill is not None else None)
+                          teacher=inputs.model if cfg.distill is not None else None, task=inputs.task)
     hooks = method_for(method_cfg).finetune_hooks(model) if cfg.epochs else None
     result = train(model, inputs.loaders.train, inputs.loaders.val, cfg, device, hooks=hooks, options=options)
     if not distributed.is_main():

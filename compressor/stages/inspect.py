@@ -56,7 +56,19 @@ class Inspection:
     params_after: int | None = None
     target: dict | None = None  # {metric, pct, tolerance_pct, predicted_pct, reached}
     notes: tuple[str, ...] = field(default=())
+    heads: tuple[str, ...] = ()  # the output layers, kept whole
+    heads_rule: str = "auto"  # "auto" (surgery.graph.find_heads) or "pruning.heads"
 
+    @property
+    def crossing(self) -> dict[str, tuple[str, ...]]:
+        """Groups whose layers lie in more than one top-level module (a backbone's channels read by the neck or
+        the heads): group key -> those modules."""
+        found = {}
+        for g in self.groups:
+            parts = tuple(dict.fromkeys(name.split(".")[0] for name in (*g.producers, *g.consumers)))
+            if len(parts) > 1:
+                found[g.key] = parts
+        return found
     @property
     def reduction_pct(self) -> dict[str, float] | None:
         if self.macs_after is None or self.params_after is None:
@@ -74,7 +86,22 @@ class Inspection:
                 "macs_before": self.macs_before, "macs_after": self.macs_after,
                 "params_before": self.params_before, "params_after": self.params_after,
                 "reduction_pct": None if reduction is None else {k: round(v, 3) for k, v in reduction.items()},
-                "target": self.target, "cost_model": self.cost_model, "macs": MACS_NOTE, "notes": list(self.notes)}
+                "target": self.target, "cost_model": self.cost_model, "macs": MACS_NOTE, "notes": list(self.notes),
+                "heads": list(self.heads), "heads_rule": self.heads_rule,
+                "crossing": {k: list(v) for k, v in self.crossing.items()}}
+
+    def head_lines(self) -> list[str]:
+        """The protected output layers and the rule that found them, and the groups across top-level modules."""
+        rule = ("pruning.heads" if self.heads_rule == "pruning.heads" else
+                "auto: every Conv/Linear whose result reaches a model output through parameter-free ops; "
+                "set pruning.heads to override")
+        lines = [f"output layers kept whole ({rule}): {', '.join(self.heads) or 'none'}"]
+        crossing = self.crossing
+        if crossing:
+            shown = "; ".join(f"{k} ({' -> '.join(v)})" for k, v in list(crossing.items())[:SHOWN_LAYERS * 2])
+            more = f" and {len(crossing) - SHOWN_LAYERS * 2} more" if len(crossing) > SHOWN_LAYERS * 2 else ""
+            lines.append(f"{len(crossing)} group(s) span more than one top-level module: {shown}{more}")
+        return lines
 
     def group_cells(self) -> list[tuple[str, ...]]:
         """One row of strings per group, in model order, for the console table."""
@@ -113,15 +140,18 @@ class Inspection:
 def inspect_recipe(recipe: Recipe) -> Inspection:
     """The pruning ``recipe`` would do to its model: groups and kept counts, what is left alone, the cost."""
     from ..surgery.graph import example_input
+    from ..surgery.heads import heads_for
     from ..surgery.prune import analyse
 
     model, shape = _model(recipe)
     cfg = recipe.pruning
     layout = analyse(model, example_input(shape), cfg)
+    heads = tuple(heads_for(model, example_input(shape), cfg.heads))
     by_method = not cfg.sets_amount or recipe.method.allocates
     base = dict(recipe=recipe.name, model=f"{recipe.model.arch} ({type(model).__name__})", input_shape=shape,
                 method=recipe.method.name, residual=cfg.residual, skipped=dict(layout.skipped),
-                protected=dict(layout.protected), cost_model="exact" if getattr(layout.cost, "exact", True) else "measured",
+                protected=dict(layout.protected), heads=heads, heads_rule="auto" if cfg.heads is None else "pruning.heads",
+                cost_model="exact" if getattr(layout.cost, "exact", True) else "measured",
                 macs_before=int(layout.cost.base_macs), params_before=int(layout.cost.base_params))
     if cfg.latency_target is not None:
         target = recipe.latency_target
@@ -140,7 +170,7 @@ def _model(recipe: Recipe):
     from ..models import build_model, load_checkpoint
     from ..surgery.graph import select_layers
 
-    model, shape = build_model(recipe.model, recipe.data.num_classes)
+    model, shape = build_model(recipe.model, recipe.data.num_classes if recipe.data is not None else None)
     cfg = recipe.model
     if cfg.checkpoint is not None:
         load_checkpoint(model, cfg.checkpoint, key=cfg.checkpoint_key, trust=cfg.trust_checkpoint, model_name=cfg.arch)

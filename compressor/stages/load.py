@@ -9,16 +9,18 @@ leaves no run folder behind.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
 
 from ..artifacts import RunLayout
 from ..config import DataConfig, ExportConfig, ModelConfig, ProfileConfig, PruningConfig
+from ..config.task import ClassificationTask, TaskConfig
 from ..data import Loaders
 from ..errors import ExportError
 from ..models import CheckpointInfo
+from ..training.task import Task
 
 
 @dataclass(frozen=True)
@@ -28,12 +30,14 @@ class Inputs:
     loaders: Loaders
     checkpoint: CheckpointInfo | None
     architecture: dict  # the recipe's model section without its weights: how to build the network again
+    task: Task = field(default_factory=Task)  # the loss, the evaluation and which way is better
 
     @property
     def summary(self) -> str:
         data = self.loaders
-        return (f"{type(self.model).__name__} {tuple(self.input_shape)}, train {data.num_train} / val {data.num_val} / "
-                f"test {data.num_test} / calibration {data.num_calibration} images")
+        task = "" if self.task.kind == "classification" else f"custom task ({self.task.primary}), "
+        return (f"{type(self.model).__name__} {tuple(self.input_shape)}, {task}train {data.num_train} / val "
+                f"{data.num_val} / test {data.num_test} / calibration {data.num_calibration} images")
 
 
 @dataclass(frozen=True)
@@ -46,21 +50,35 @@ class Context:
     seed: int
 
 
-def load_inputs(model_cfg: ModelConfig, data_cfg: DataConfig, pruning: PruningConfig, seed: int,
-                device: torch.device) -> Inputs:
-    from ..data import build_loaders
+def load_inputs(model_cfg: ModelConfig, data_cfg: DataConfig | None, pruning: PruningConfig, seed: int,
+                device: torch.device, task_cfg: TaskConfig = ClassificationTask()) -> Inputs:
+    """``data_cfg`` is None for a custom task (``task_cfg``), whose own loaders are called and checked."""
     from ..models import build_model, load_checkpoint
 
-    model, input_shape = build_model(model_cfg, data_cfg.num_classes)
+    model, input_shape = build_model(model_cfg, data_cfg.num_classes if data_cfg is not None else None)
     info = None
     if model_cfg.checkpoint is not None:
         info = load_checkpoint(model, model_cfg.checkpoint, key=model_cfg.checkpoint_key,
                                trust=model_cfg.trust_checkpoint, model_name=model_cfg.arch)
     check_plan(model, tuple(input_shape), pruning)
-    loaders = build_loaders(data_cfg, input_shape, seed)
+    loaders, task = task_inputs(task_cfg, data_cfg, tuple(input_shape), seed)
     architecture = model_cfg.model_dump(mode="json", exclude={"checkpoint", "checkpoint_key", "trust_checkpoint"})
     return Inputs(model=model.to(device).eval(), input_shape=tuple(input_shape), loaders=loaders, checkpoint=info,
-                  architecture=architecture)
+                  architecture=architecture, task=task)
+
+
+def task_inputs(task_cfg: TaskConfig, data_cfg: DataConfig | None, input_shape: tuple[int, int, int], seed: int):
+    """(the loaders, the run-time task): the data section's, or a custom task's own functions, imported and checked."""
+    from ..data import build_loaders
+    from ..training.task import CustomTask
+
+    if task_cfg.kind == "classification":
+        return build_loaders(data_cfg, input_shape, seed), Task()
+    from ..data.custom import custom_loaders, import_callable
+
+    task = CustomTask(import_callable(task_cfg.loss, "task.loss"), import_callable(task_cfg.metric, "task.metric"),
+                      task_cfg.primary, task_cfg.direction)
+    return custom_loaders(task_cfg.loaders, seed, task_cfg.batch_size, input_shape), task
 
 
 def check_plan(model: nn.Module, input_shape: tuple[int, int, int], pruning: PruningConfig):

@@ -79,8 +79,8 @@ class Preflight:
             parts.append(self.plan)
         if self.sizes is not None:
             train, val, test, calibration = self.sizes
-            parts.append(f"data: train {train} / val {val} / test {test} / calibration {calibration} images, "
-                         f"{self.num_classes} classes")
+            classes = f", {self.num_classes} classes" if self.num_classes is not None else " (task.loaders)"
+            parts.append(f"data: train {train} / val {val} / test {test} / calibration {calibration} images{classes}")
         if self.parity is not None:
             parts.append(self.parity)
         return "; ".join(parts)
@@ -96,8 +96,12 @@ def preflight(recipe: Recipe, say: Callable[[str], None] | None = None) -> Prefl
     checks.say("validate: building the model and reading model.checkpoint")
     model, shape, heads = _model(recipe, checks)
     loaded = model is not None and _checkpoint(model, shape, heads, recipe, checks)
-    checks.say("validate: opening the data (labels and file lists, no pixels where possible)")
-    _data(recipe.data, shape or _declared_shape(recipe), recipe.seed, checks)
+    if recipe.data is not None:
+        checks.say("validate: opening the data (labels and file lists, no pixels where possible)")
+        _data(recipe.data, shape or _declared_shape(recipe), recipe.seed, checks)
+    elif shape is not None:
+        checks.say("validate: importing task.loss and task.metric, calling task.loaders")
+        _task(recipe, shape, checks)
     if not loaded:
         why = "the model could not be built" if model is None else "model.checkpoint could not be loaded"
         checks.skipped.append(f"the trial prune and the ONNX export were not checked: {why}; fix that and validate again")
@@ -146,18 +150,19 @@ def _device(name: str) -> None:
 def _model(recipe: Recipe, checks: _Checks) -> tuple[nn.Module | None, tuple[int, int, int] | None, list[str]]:
     """The built model, its input shape and its output layers; (None, None, []) when it cannot be built."""
     from ..models import build_model
-    from ..surgery.graph import example_input, find_heads
+    from ..surgery.graph import example_input
+    from ..surgery.heads import heads_for
 
-    num_classes = recipe.data.num_classes
+    num_classes = recipe.data.num_classes if recipe.data is not None else None  # None: a custom task
     ok, built = checks.attempt("model", build_model, recipe.model, num_classes)
     if not ok:
         return None, None, []
     model, shape = built[0], tuple(int(s) for s in built[1])
     checks.facts.update(model=type(model).__name__, input_shape=shape,
                         params=sum(p.numel() for p in model.parameters()))
-    ok, heads = checks.attempt("model", find_heads, model, example_input(shape))
+    ok, heads = checks.attempt("model", heads_for, model, example_input(shape), recipe.pruning.heads)
     modules = dict(model.named_modules())
-    for name in heads or []:
+    for name in (heads or []) if num_classes is not None else []:
         outputs = _outputs(modules.get(name))
         if outputs is not None and outputs != num_classes:
             checks.add("model", f"data.num_classes: {num_classes}, but the output layer '{name}' of model "
@@ -179,7 +184,8 @@ def _checkpoint(model: nn.Module, shape: tuple[int, int, int], heads: list[str],
     """Read the checkpoint, compare its classifier with data.num_classes, load it strictly; True when loaded."""
     from ..models import load_checkpoint, read_state_dict
 
-    cfg, num_classes = recipe.model, recipe.data.num_classes
+    cfg = recipe.model
+    num_classes = recipe.data.num_classes if recipe.data is not None else None
     if cfg.checkpoint is None:
         return True
     ok, state = checks.attempt("checkpoint", read_state_dict, cfg.checkpoint, cfg.checkpoint_key,
@@ -187,7 +193,7 @@ def _checkpoint(model: nn.Module, shape: tuple[int, int, int], heads: list[str],
     if not ok:
         return False
     head, rows = _file_head(state, heads)
-    if rows is not None and rows != num_classes and _same_except(state, model.state_dict(), head):
+    if rows is not None and num_classes is not None and rows != num_classes and _same_except(state, model.state_dict(), head):
         checks.add("checkpoint", f"data.num_classes: {num_classes}, but the classifier '{head}' in model.checkpoint "
                    f"{Path(cfg.checkpoint).name} has {rows} outputs; set data.num_classes: {rows} (or use a "
                    f"checkpoint trained for {num_classes} classes)")
@@ -262,6 +268,16 @@ def _data(cfg: DataConfig, shape: tuple[int, int, int] | None, seed: int, checks
         checks.facts.update(sizes=sizes, num_classes=cfg.num_classes)
 
 
+def _task(recipe: Recipe, shape: tuple[int, int, int], checks: _Checks) -> None:
+    """A custom task's functions imported and its loaders called and checked (their first batches)."""
+    from .load import task_inputs
+
+    ok, found = checks.attempt("data", task_inputs, recipe.task, None, shape, recipe.seed)
+    if ok:
+        loaders = found[0]
+        checks.facts["sizes"] = (loaders.num_train, loaders.num_val, loaders.num_test, loaders.num_calibration)
+
+
 # ------------------------------------------------------------------------------------- plan and export
 def _check_plan(model: nn.Module, shape: tuple[int, int, int], pruning) -> Any:
     from .load import check_plan
@@ -301,9 +317,12 @@ def _export(model: nn.Module, shape: tuple[int, int, int], recipe: Recipe, check
             checks.facts["macs"] = int(cost.macs)
 
 
-def _images(cfg: DataConfig, shape: tuple[int, int, int], seed: int) -> torch.Tensor:
-    """A few random images scaled like normalised data (0..1 pixels through data.normalize)."""
+def _images(cfg: DataConfig | None, shape: tuple[int, int, int], seed: int) -> torch.Tensor:
+    """A few random images scaled like normalised data (0..1 pixels through data.normalize; a custom task:
+    standard normal)."""
     generator = torch.Generator().manual_seed(seed)
+    if cfg is None:
+        return torch.randn(PARITY_IMAGES, *shape, generator=generator)
     images = torch.rand(PARITY_IMAGES, *shape, generator=generator)
     mean, std = cfg.normalize.mean, cfg.normalize.std
     if len(mean) == shape[0]:

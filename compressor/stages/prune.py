@@ -25,7 +25,7 @@ def prune(ctx: Context, model: nn.Module, method_cfg: MethodOptions, cfg: Prunin
     the masked and the physically pruned networks differ (zero up to float rounding). ``latency``: the
     resolved ``pruning.latency_target`` with the profile settings it is measured with."""
     from ..surgery import prune as prune_one_shot
-    from ..training import evaluate, recalibrate_batchnorm
+    from ..training import recalibrate_batchnorm
 
     inputs, device = ctx.inputs, ctx.device
     method = build_method(method_cfg, seed=ctx.seed)
@@ -35,7 +35,7 @@ def prune(ctx: Context, model: nn.Module, method_cfg: MethodOptions, cfg: Prunin
                                      network_macs=_network_macs(model, inputs.input_shape, cfg),
                                      skip_layers=_ignored(model, cfg))
     trainer = Trainer(inputs.loaders.train, inputs.loaders.val, tune, device, ctx.seed,
-                      teacher=inputs.model if tune.distill is not None else None)
+                      teacher=inputs.model if tune.distill is not None else None, task=inputs.task)
     masked = None
     if isinstance(method, TrainingMethod) and method_cfg.trains:  # SWP mode reconstruct trains nothing
         masked = train_with_masks(model, method, inputs.input_shape, cfg, trainer, ctx.layout.checkpoint("prune"))
@@ -54,7 +54,7 @@ def prune(ctx: Context, model: nn.Module, method_cfg: MethodOptions, cfg: Prunin
     if cfg.bn_recalibration is not None:
         loader = inputs.loaders.calibration_loader(cfg.bn_recalibration.images)
         bn_images = recalibrate_batchnorm(model, loader, device)
-    retrain_free = evaluate(model, inputs.loaders.test, device, "pruned (before fine-tuning): test")
+    retrain_free = inputs.task.evaluate(model, inputs.loaders.test, device, "pruned (before fine-tuning): test")
     write_json(ctx.layout.widths, list(surgery.widths))
     write_json(ctx.layout.groups, {"global_ratio": surgery.global_ratio, "allocation": surgery.allocation,
                                    "search": list(surgery.search), "compensation": list(surgery.compensation),
@@ -120,7 +120,10 @@ def _say_protected(surgery, cfg: PruningConfig, stripes: bool, shown: int = 4) -
 
 
 def _max_difference(masked: nn.Module, pruned: nn.Module, images: torch.Tensor) -> float:
-    """The masked network and the physically pruned one must compute the same logits."""
+    """The masked network and the physically pruned one must compute the same outputs (every one of them)."""
+    from ..training.task import output_tensors
+
     images = images.to(next(pruned.parameters()).device)
     with torch.no_grad():
-        return float((masked.eval()(images) - pruned.eval()(images)).abs().max())
+        pairs = zip(output_tensors(masked.eval()(images)), output_tensors(pruned.eval()(images)))
+        return max(float((a - b).abs().max()) for a, b in pairs)

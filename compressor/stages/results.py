@@ -34,7 +34,7 @@ class Baseline:
 
     @property
     def summary(self) -> str:
-        return f"top-1 {self.test.accuracy:.2f}% on {self.test.images} test images, {self.macs_torch / 1e6:.2f} M MACs"
+        return f"{self.test.describe()} on {self.test.images} test images, {self.macs_torch / 1e6:.2f} M MACs"
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ class Pruned:
             how = (f"latency target {s.latency['target_speedup']:.2f}x: {s.latency['measured_speedup']:.2f}x measured "
                    f"on {s.latency['backend']}, batch {s.latency['batch']}")
         return (f"{len(s.pruned_groups)} groups pruned ({how}), MACs -{s.macs_reduction_pct:.1f}%, "
-                f"retrain-free top-1 {self.retrain_free.accuracy:.2f}%")
+                f"retrain-free {self.retrain_free.describe()}")
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ class Tuned:
     @property
     def summary(self) -> str:
         best = f", best epoch {self.result.best_epoch}" if self.result.best_epoch else " (no fine-tuning)"
-        return f"top-1 {self.test.accuracy:.2f}% on test{best}"
+        return f"{self.test.describe()} on test{best}"
 
 
 @dataclass(frozen=True)

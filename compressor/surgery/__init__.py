@@ -1,7 +1,8 @@
 """Dependency-graph surgery: plan (ratios, targets, protected layers, residual policy, rounding), prune,
 history save/replay and width tables. See ``prune.py`` for the entry point."""
 
-from .graph import GroupInfo, build_graph, find_heads
+from .graph import GroupInfo, build_graph
+from .heads import find_heads
 from .history import load_pruned, replay, save_pruned
 from .plan import kept_channels, select_pruned
 from .prune import Decision, Surgery, apply_selection, carry_out, check_forward, decide, preflight, prune, summarize, width_table

@@ -184,29 +184,6 @@ def _protocol_pruner():
     return ProtocolPruner()
 
 
-def find_heads(model: nn.Module, example: torch.Tensor) -> list[str]:
-    """Names of the layers producing the model's output (the classifier), which are never pruned."""
-    names = {m: n for n, m in model.named_modules() if isinstance(m, PARAM_LAYERS)}
-    order: list[tuple[str, torch.Tensor]] = []
-    hooks = [m.register_forward_hook(lambda mod, _i, out: order.append((names[mod], out))) for m in names]
-    was_training = model.training
-    try:
-        with torch.no_grad():
-            output = model.eval()(example)  # eval: a training-mode pass would move BatchNorm statistics
-    finally:
-        model.train(was_training)
-        for hook in hooks:
-            hook.remove()
-    outputs = [t for t in _flatten(output) if isinstance(t, torch.Tensor)]
-    heads = [name for name, out in order if any(out is t for t in outputs)]
-    if not heads and order:
-        heads = [order[-1][0]]
-    heads += dead_end_layers(model, example, terminal_only=True)
-    if not heads:
-        raise ModelError(f"{type(model).__name__} has no Conv or Linear layer: nothing to prune")
-    return sorted(set(heads))
-
-
 def describe_groups(model: nn.Module, graph, skip: Iterable[nn.Module]) -> list[tuple[GroupInfo, object]]:
     """Every prunable group with its description, in model order; groups touching ``skip`` outputs are left out."""
     names = {m: n for n, m in model.named_modules()}

@@ -27,7 +27,8 @@ from ..methods.base import PruningMethod
 from .allocation import Space, settle
 from .compensate import CompensationResult, compensate
 from .cost import CostModel
-from .graph import GroupInfo, build_graph, dead_end_layers, describe_groups, example_input, find_heads, select_layers
+from .graph import GroupInfo, build_graph, dead_end_layers, describe_groups, example_input, select_layers
+from .heads import heads_for
 from .measured import choose_cost
 from .plan import GroupPlan, Rounding, group_ratios, keep_pieces, select_pruned, selection
 from .protect import breaking, protect
@@ -98,7 +99,7 @@ def layer_ratio_map(model: nn.Module, example: torch.Tensor, cfg: PruningConfig)
     """``pruning.layer_ratios`` by layer name: one entry per conv layer in module order, the head excluded."""
     if not cfg.layer_ratios:
         return {}
-    heads = set(find_heads(model, example))
+    heads = set(heads_for(model, example, cfg.heads))
     convs = [n for n, m in model.named_modules() if isinstance(m, nn.modules.conv._ConvNd) and n not in heads]
     if len(convs) != len(cfg.layer_ratios):
         shown = ", ".join(convs[:4]) + (", ..." if len(convs) > 4 else "")
@@ -279,7 +280,7 @@ def _check_cost_model(decision: Decision, before: int, after: int) -> None:
 
 def prunable_groups(model: nn.Module, example: torch.Tensor, cfg: PruningConfig):
     """(GroupInfo, tp Group) pairs that may be pruned, and why the others may not."""
-    heads = find_heads(model, example)
+    heads = heads_for(model, example, cfg.heads)
     ignored = sorted({n for names in select_layers(model, cfg.ignore, "pruning.ignore").values() for n in names})
     modules = dict(model.named_modules())
     graph = build_graph(model, example)

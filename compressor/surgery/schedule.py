@@ -35,13 +35,14 @@ class Trainer:
     device: torch.device
     seed: int
     teacher: nn.Module | None = None
+    task: object = None  # training.task.Task (None: classification)
 
     def run(self, model: nn.Module, epochs: int, name: str, hooks: TrainingHooks | None = None,
             checkpoint: Path | None = None, warmup: int = 0) -> None:
         """``epochs`` epochs of the recipe's optimizer on ``model``. Plain training keeps its best validation
         epoch; with a method's ``hooks`` the last epoch is kept (the masks belong to it)."""
         tune = self.finetune.model_copy(update={"epochs": epochs, "warmup_epochs": warmup})
-        options = LoopOptions(checkpoint=checkpoint, seed=self.seed, name=name, teacher=self.teacher)
+        options = LoopOptions(checkpoint=checkpoint, seed=self.seed, name=name, teacher=self.teacher, task=self.task)
         finetune(model, self.train, self.val, tune, self.device, hooks=hooks, keep_best=hooks is None, options=options)
 
 

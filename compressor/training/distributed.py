@@ -148,7 +148,8 @@ def shard_train_loader(loader, seed: int):
                                  seed=derive_seed(seed, "shard") % 2**31)
     lone_last = len(sampler) > per_rank and len(sampler) % per_rank == 1  # BatchNorm cannot train on one image
     sharded = DataLoader(per_image.dataset, batch_size=per_rank, sampler=sampler, num_workers=per_image.num_workers,
-                         worker_init_fn=per_image.worker_init_fn, drop_last=lone_last)
+                         worker_init_fn=per_image.worker_init_fn, drop_last=lone_last,
+                         collate_fn=per_image.collate_fn)
     return loader.shard(rank(), world_size(), per_rank, sharded) if hasattr(loader, "shard") else sharded
 
 

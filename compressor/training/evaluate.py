@@ -1,8 +1,9 @@
-"""Top-1 evaluation."""
+"""Evaluation: top-1 of a classifier (here), or a custom task's metric (``training/task.py``), as one
+:class:`EvalResult` whose ``accuracy`` is the task's primary value."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
@@ -15,9 +16,17 @@ from . import distributed
 
 @dataclass(frozen=True)
 class EvalResult:
-    accuracy: float  # top-1 in percent, 0-100
-    loss: float
+    accuracy: float  # the primary value: top-1 in percent (0-100) for a classifier, task.primary's for a custom task
+    loss: float  # mean cross-entropy (a custom task: its metric's "loss", else NaN)
     images: int
+    metric: str = "top1"  # the name of the primary value
+    metrics: dict = field(default_factory=dict)  # everything the custom task's metric returned
+
+    def describe(self) -> str:
+        """'top-1 92.72%' or 'map50 71.20'."""
+        if self.metric == "top1":
+            return f"top-1 {self.accuracy:.2f}%"
+        return f"{self.metric} {self.accuracy:.4g}"
 
 
 def evaluate(model: nn.Module, loader, device: torch.device, description: str = "evaluate") -> EvalResult:

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..config import FinetuneConfig
 from ..errors import TrainingError
@@ -29,7 +28,7 @@ from ..methods.base import TrainingHooks
 from ..progress import StatusBar, log
 from . import distributed
 from .checkpoint import load_checkpoint, restore_rng, save_checkpoint, seed_epoch
-from .evaluate import evaluate_sharded
+from .task import Task, to_device
 from .throughput import Speed, Threads
 
 
@@ -38,14 +37,14 @@ class EpochLog:
     epoch: int  # 1-based
     lr: float  # at the start of the epoch
     train_loss: float
-    train_accuracy: float
-    val_accuracy: float
+    train_accuracy: float | None  # top-1 on the training batches (None for a custom task)
+    val_accuracy: float  # the task's primary value on the validation split
     seconds: float
 
 
 @dataclass(frozen=True)
 class LoopOptions:
-    """Where the loop checkpoints and how it seeds; the teacher for distillation (``cfg.distill``).
+    """Where the loop checkpoints and how it seeds; the teacher for distillation (``cfg.distill``); the task.
 
     ``checkpoint``: written after every epoch (rank 0) and resumed from when it exists at the start.
     ``seed`` and ``name`` derive the per-epoch random streams (see training/checkpoint.py)."""
@@ -54,6 +53,7 @@ class LoopOptions:
     seed: int = 0
     name: str = "finetune"
     teacher: nn.Module | None = None
+    task: Task | None = None  # the loss, the validation metric and its direction (None: classification)
 
 
 class TrainingDiverged(TrainingError):
@@ -107,9 +107,8 @@ def _train(loop: _Loop, keep_best: bool) -> tuple[list[EpochLog], dict, dict | N
         seed_epoch(loop.train, options.seed, options.name, epoch, distributed.rank())
         entry = _train_epoch(loop, epoch, estimate)
         logs.append(entry)
-        log(f"  epoch {epoch}/{cfg.epochs}: loss {entry.train_loss:.4f}, train {entry.train_accuracy:.2f}%, "
-            f"val {entry.val_accuracy:.2f}% ({entry.seconds:.1f} s)")
-        if keep_best and (best is None or entry.val_accuracy > best["val_accuracy"]):
+        log(f"  epoch {epoch}/{cfg.epochs}: {_describe(entry, loop.task)}")
+        if keep_best and (best is None or loop.task.better(entry.val_accuracy, best["val_accuracy"])):
             best = {"epoch": epoch, "val_accuracy": entry.val_accuracy, "state": _cpu_state(model)}
         if options.checkpoint is not None and distributed.is_main():
             save_checkpoint(options.checkpoint, epoch, model, loop.optimizer, loop.scheduler, [vars(e) for e in logs],
@@ -155,6 +154,10 @@ class _Loop:
         compiled = torch.compile(net) if speed.compile else None
         return cls(net, model, train_loader, val_loader, optimizer, scheduler, cfg, device, steps, hooks, options,
                    speed, compiled)
+
+    @property
+    def task(self) -> Task:
+        return self.options.task or _CLASSIFIER
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """The compiled net for full batches; an odd-sized one runs eagerly rather than compiling again."""
@@ -253,33 +256,44 @@ def _train_epoch(loop: _Loop, epoch: int, estimate: _Estimate) -> EpochLog:
     start = time.perf_counter()
     lr = loop.optimizer.param_groups[0]["lr"]
     loop.net.train()
-    loss_sum, correct, seen = 0.0, 0, 0
+    loss_sum, correct, seen, counted = 0.0, 0, 0, True
     with StatusBar(f"{loop.options.name} epoch {epoch}/{loop.cfg.epochs}", total=loop.steps) as bar:
-        for step, (images, labels) in enumerate(loop.train):
+        for step, (images, targets) in enumerate(loop.train):
             if step >= loop.steps:
                 break
-            images, labels = images.to(loop.device, non_blocking=True), labels.to(loop.device, non_blocking=True)
-            logits, value = _step(loop, images, labels, epoch, step + 1)
-            loss_sum += value * labels.numel()
-            correct += (logits.argmax(1) == labels).sum().item()
-            seen += labels.numel()
+            images, targets = images.to(loop.device, non_blocking=True), to_device(targets, loop.device)
+            outputs, value = _step(loop, images, targets, epoch, step + 1)
+            loss_sum += value * images.shape[0]
+            hits = loop.task.correct(outputs, targets)
+            counted, correct = counted and hits is not None, correct + (hits or 0)
+            seen += images.shape[0]
             bar.advance(f"loss {loss_sum / seen:.3f}")
             estimate.after(step + 1)
     loop.hooks.end_epoch(loop.model, epoch)
     distributed.sync_buffers(loop.model)
     _check_weights(loop.model, epoch, loop.options)
     loss_sum, correct, seen = distributed.all_reduce_sum([loss_sum, correct, seen], loop.device)
-    val = evaluate_sharded(loop.model, loop.val, loop.device, description="validate")
-    return EpochLog(epoch=epoch, lr=lr, train_loss=loss_sum / max(1, seen), train_accuracy=100.0 * correct / max(1, seen),
+    val = loop.task.evaluate(loop.model, loop.val, loop.device, description="validate", sharded=True)
+    return EpochLog(epoch=epoch, lr=lr, train_loss=loss_sum / max(1, seen),
+                    train_accuracy=100.0 * correct / max(1, seen) if counted else None,
                     val_accuracy=val.accuracy, seconds=time.perf_counter() - start)
 
 
-def _step(loop: _Loop, images: torch.Tensor, labels: torch.Tensor, epoch: int, step: int) -> tuple[torch.Tensor, float]:
-    """One optimizer step with the hooks around it; the logits and the loss value."""
+_CLASSIFIER = Task()
+
+
+def _describe(entry: EpochLog, task: Task) -> str:
+    train = "" if entry.train_accuracy is None else f", train {entry.train_accuracy:.2f}%"
+    val = f"val {entry.val_accuracy:.2f}%" if task.primary == "top1" else f"val {task.primary} {entry.val_accuracy:.4g}"
+    return f"loss {entry.train_loss:.4f}{train}, {val} ({entry.seconds:.1f} s)"
+
+
+def _step(loop: _Loop, images: torch.Tensor, targets, epoch: int, step: int) -> tuple[object, float]:
+    """One optimizer step with the hooks around it; the outputs and the loss value."""
     images = loop.speed.layout(images)
     with loop.speed.autocast_context(loop.device):
-        logits = loop.forward(images)
-        loss = training_loss(logits, images, labels, loop.cfg, loop.options.teacher)
+        outputs = loop.forward(images)
+        loss = training_loss(outputs, images, targets, loop.cfg, loop.options.teacher, loop.task)
     value = loss.item()  # the one host sync of the step: the NaN check and the running loss both use it
     _check_finite(value, epoch, step, loop.options, loop.device)
     loop.optimizer.zero_grad(set_to_none=True)
@@ -291,22 +305,20 @@ def _step(loop: _Loop, images: torch.Tensor, labels: torch.Tensor, epoch: int, s
     _refreeze(frozen, loop.optimizer)
     loop.hooks.after_step(loop.model)
     loop.scheduler.step()
-    return logits, value
+    return outputs, value
 
 
-def training_loss(logits: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, cfg: FinetuneConfig,
-                  teacher: nn.Module | None) -> torch.Tensor:
-    """Cross-entropy (with label smoothing), blended with the distillation term when ``cfg.distill`` is set;
-    in float32 whatever precision the logits came in (bfloat16 autocast)."""
-    logits = logits.float()
-    loss = F.cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing)
+def training_loss(outputs, images: torch.Tensor, targets, cfg: FinetuneConfig, teacher: nn.Module | None,
+                  task: Task | None = None) -> torch.Tensor:
+    """The task's loss (a classifier's cross-entropy with label smoothing), blended with the task's distillation
+    term when ``cfg.distill`` is set; in float32 whatever precision the outputs came in (bfloat16 autocast)."""
+    task = task or _CLASSIFIER
+    loss = task.loss(outputs, targets, cfg.label_smoothing)
     if cfg.distill is None:
         return loss
     with torch.no_grad():
-        target = teacher(images).float()
-    t = cfg.distill.temperature
-    kd = F.kl_div(F.log_softmax(logits / t, dim=1), F.log_softmax(target / t, dim=1), reduction="batchmean",
-                  log_target=True) * (t * t)
+        target = teacher(images)
+    kd = task.distillation(outputs, target, cfg.distill.temperature)
     return (1 - cfg.distill.weight) * loss + cfg.distill.weight * kd
 
 

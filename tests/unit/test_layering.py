@@ -16,7 +16,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "compressor"
 
 LAYERS: list[set[str]] = [  # bottom first; names are units: a top-level module or a subpackage of compressor
-    {"compressor", "errors", "_io", "artifacts", "codec", "progress", "environment"},
+    {"compressor", "errors", "_io", "artifacts", "codec", "progress", "environment", "outputs"},
     {"config", "recipe"},
     {"models", "data"},
     {"methods"},

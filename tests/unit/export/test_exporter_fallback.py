@@ -96,7 +96,7 @@ def test_a_failed_dynamo_export_falls_back_to_torchscript(tmp_path, monkeypatch)
 def test_a_dynamo_file_that_fails_parity_is_replaced_by_the_torchscript_one(tmp_path, monkeypatch):
     real = onnx_export._dynamo
 
-    def wrong(model, args, tmp, opset):  # exports a different network: parity fails by ~1
+    def wrong(model, args, tmp, opset, names):  # exports a different network: parity fails by ~1
         other = plain()
         with torch.no_grad():
             other.fc.bias.add_(1.0)
@@ -113,11 +113,11 @@ def test_a_dynamo_file_that_fails_parity_is_replaced_by_the_torchscript_one(tmp_
 def test_a_dynamo_file_that_fails_parity_stays_when_torchscript_fails(tmp_path, monkeypatch):
     real = onnx_export._dynamo
 
-    def wrong(model, args, tmp, opset):
+    def wrong(model, args, tmp, opset, names):
         other = plain()
         with torch.no_grad():
             other.fc.bias.add_(1.0)
-        real(other, args, tmp, opset)
+        real(other, args, tmp, opset, names)
 
     def broken(*args):
         raise RuntimeError("no TorchScript today")

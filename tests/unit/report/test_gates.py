@@ -9,15 +9,18 @@ import pytest
 from compressor.config import ExportConfig, GatesConfig
 from compressor.export.onnx import Parity, parity_limit, parity_passed
 from compressor.report import evaluate_gates, render_markdown
+from compressor.training.evaluate import EvalResult
 
 
 def results(pruned_acc=88.5, parity=1e-6, p50=2.0, rounds=None, stats=True, scale=1.0):
     """Rounds of the pruned_onnx figure default to a symmetric spread around ``p50``; ``scale`` is the pruned
     file's max |PyTorch logit|."""
-    baseline = NS(test=NS(accuracy=90.0, images=100), onnx=NS(macs=100, max_abs_diff=1e-6, reference_max_abs=1.0,
-                                                               exporter="dynamo"), macs_torch=101)
-    tuned = NS(test=NS(accuracy=pruned_acc, images=100), macs_torch=41)
-    exported = NS(onnx=NS(macs=40, max_abs_diff=parity, reference_max_abs=scale, exporter="torchscript"), stripe=None,
+    baseline = NS(test=EvalResult(accuracy=90.0, loss=0.0, images=100),
+                  onnx=NS(macs=100, max_abs_diff=1e-6, reference_max_abs=1.0, outputs=(), exporter="dynamo"),
+                  macs_torch=101)
+    tuned = NS(test=EvalResult(accuracy=pruned_acc, loss=0.0, images=100), macs_torch=41)
+    exported = NS(onnx=NS(macs=40, max_abs_diff=parity, reference_max_abs=scale, exporter="torchscript", outputs=()),
+                  stripe=None,
                   variants={})
     pruned = NS(artifact="pruned_onnx", backend="onnxruntime-cpu", batch=1, p50_ms=p50, repeats=3, iterations=10,
                 threads=1, device="cpu", round_p50_ms=rounds or (p50 - 0.1, p50, p50 + 0.1))

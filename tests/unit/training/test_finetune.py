@@ -64,7 +64,7 @@ def test_best_epoch_is_chosen_on_validation(monkeypatch):
         snapshots.append(copy.deepcopy(model.state_dict()))
         return EvalResult(accuracy=next(scripted), loss=0.0, images=1)
 
-    monkeypatch.setattr(finetune_module, "evaluate_sharded", fake_evaluate)
+    monkeypatch.setattr(importlib.import_module("compressor.training.task"), "evaluate_sharded", fake_evaluate)
     model = tiny_model()
     result = finetune(model, loader(), loader(seed=1), FinetuneConfig(epochs=3, lr=0.5), torch.device("cpu"))
     assert result.best_epoch == 2 and result.best_val_accuracy == 80.0
