@@ -24,12 +24,12 @@ quickstart: $(STAMP)
 
 # The quick loop while editing: lint + the unit tests not marked slow (about 1.5 minutes here).
 test: $(STAMP)
-	$(VENV)/bin/ruff check compressor tests benchmarks scripts
+	$(VENV)/bin/ruff check compressor tests benchmarks scripts examples
 	$(PY) -m pytest -q tests/unit -m "not slow"
 
 # Everything, as CI runs it (.ci/run): unit, integration, slow (about 14 minutes here).
 test-all: $(STAMP)
-	$(VENV)/bin/ruff check compressor tests benchmarks scripts
+	$(VENV)/bin/ruff check compressor tests benchmarks scripts examples
 	$(PY) -m pytest -q
 
 clean:
