@@ -29,7 +29,7 @@ def all_error_lines(exc: RecipeError) -> list[str]:
     return cause.lines if isinstance(cause, _ErrorList) else [str(exc)]
 
 
-_UNION_FIELDS = {("method",), ("data", "train"), ("data", "test")}
+_UNION_FIELDS = {("method",), ("task",), ("data", "train"), ("data", "test")}
 
 
 def format_validation_error(err: dict) -> str:

@@ -290,7 +290,7 @@ def prunable_groups(model: nn.Module, example: torch.Tensor, cfg: PruningConfig)
     groups, skipped = [], {}
     for info, group in every:
         if info.key not in allowed:
-            skipped[info.key] = "classifier head" if set(info.producers) & set(heads) else "pruning.ignore"
+            skipped[info.key] = "output head" if set(info.producers) & set(heads) else "pruning.ignore"
         elif info.residual and cfg.residual == "internal":
             skipped[info.key] = "residual stream (residual: internal)"
         else:

@@ -183,7 +183,7 @@ def _out_of_reach(metric: str, target: float, most: float, cfg: PruningConfig, s
 
 
 def _stuck(stuck: dict[str, str], shown: int = 3) -> str:
-    """'; groups that cannot move: 12 residual stream (layer1.0.conv2, ...), 1 classifier head (fc)'."""
+    """'; groups that cannot move: 12 residual stream (layer1.0.conv2, ...), 1 output head (fc)'."""
     if not stuck:
         return ""
     by_reason: dict[str, list[str]] = {}

@@ -99,7 +99,7 @@ class NIN(nn.Module):
 def test_c1_model_that_also_runs_unbatched():
     """C1 (nin_cifar10): traced on (1, C, H, W) unpacked into an unbatched tensor; no prunable group was found."""
     surgery = pruned(NIN(), ratio=0.5)
-    assert kept(surgery) == {"features.0": (8, 4), "features.2": (8, 4)} and surgery.skipped == {"output.0": "classifier head"}
+    assert kept(surgery) == {"features.0": (8, 4), "features.2": (8, 4)} and surgery.skipped == {"output.0": "output head"}
 
 
 class ShuffleUnit(nn.Module):
@@ -248,7 +248,7 @@ def test_c7_early_exit_computed_and_dropped():
     mat2 shapes cannot be multiplied (1x4 and 8x10)"); now it is traced and protected like the head."""
     model = EarlyExit()
     surgery = pruned(model, ratio=0.5)
-    assert surgery.skipped == {"fc": "classifier head", "exit": "classifier head"}
+    assert surgery.skipped == {"fc": "output head", "exit": "output head"}
     assert kept(surgery) == {"c2": (8, 4), "stem": (8, 4)}
 
 

@@ -167,7 +167,7 @@ def test_layer_rules_ignore_and_head_protection():
     assert model.layer1[0].conv1.out_channels == 16
     assert model.layer3[1].conv1.out_channels == 16  # 64 * (1 - 0.75)
     assert model.layer2[1].conv1.out_channels == 24  # 32 * (1 - 0.25)
-    assert result.skipped["linear"] == "classifier head" and model.linear.out_features == 10
+    assert result.skipped["linear"] == "output head" and model.linear.out_features == 10
 
 
 @pytest.mark.parametrize("cfg,match", [
