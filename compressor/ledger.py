@@ -173,8 +173,17 @@ def resumable_recipe(run_dir: Path, trust_model_code: bool = False):
         raise OutputDirError(f"--resume {run_dir}: no {layout.resolved_recipe.name} in it, so it is not a compressor "
                              "run folder (or it stopped before its first stage: start it again without --resume)")
     recipe = load_recipe(layout.resolved_recipe, [], expand=False)
-    if recipe.model.user_factory and not trust_model_code:
-        raise OutputDirError(f"--resume {run_dir}: its recipe builds the model by importing and calling "
-                             f"{recipe.model.arch!r} (model.arch), code the run folder names; if you trust this folder "
-                             "(you made it, or read its recipe.resolved.yaml), add --trust-model-code")
+    code = _named_code(recipe)
+    if code and not trust_model_code:
+        raise OutputDirError(f"--resume {run_dir}: its recipe imports and calls {code}, code the run folder names; if "
+                             "you trust this folder (you made it, or read its recipe.resolved.yaml), add "
+                             "--trust-model-code")
     return recipe
+
+
+def _named_code(recipe) -> str:
+    """The Python code a recipe imports and calls ('' when none): a model factory, a custom task's functions."""
+    names = [f"{recipe.model.arch!r} (model.arch)"] if recipe.model.user_factory else []
+    if recipe.task.kind == "custom":
+        names += [f"{getattr(recipe.task, f)!r} (task.{f})" for f in ("loaders", "loss", "metric")]
+    return ", ".join(names)

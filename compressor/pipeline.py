@@ -123,7 +123,7 @@ def _run(recipe: Recipe, layout: RunLayout, recipe_path, overwrite: bool, resume
     main = distributed.is_main()
     if not resume:
         distributed.on_main(lambda: environment.check_run_dir(layout.root, overwrite))
-    distributed.check_batch(recipe.batch_size)
+    distributed.check_batch(recipe.batch_size, "data.batch_size" if recipe.data is not None else "task.batch_size")
     environment.seed_everything(recipe.seed)
     try:
         with timed_stage("load") as t:

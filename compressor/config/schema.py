@@ -124,7 +124,8 @@ class DataConfig(StrictModel):
     val_split: Annotated[float, Field(gt=0)] = Field(
         0.1, description="Validation images carved (seeded) from train: a fraction if < 1, else a count.")
     calibration_images: PositiveInt = Field(512, description="Training images used by data-informed methods.")
-    batch_size: PositiveInt = Field(128, description="Training batch (per process under torchrun).")
+    batch_size: PositiveInt = Field(128, description="Training batch; under torchrun the global batch, "
+                                       "each process takes batch_size / processes.")
     eval_batch_size: PositiveInt = Field(256, description="Batch of evaluation and calibration passes.")
     workers: Annotated[int, Field(ge=0)] = Field(0, description="DataLoader worker processes (0: in the main process, "
                                                  "which keeps --resume bit-exact).")

@@ -50,7 +50,8 @@ class CustomTask(StrictModel):
                          "use (a key of metric's result).")
     direction: Literal["higher", "lower"] = Field("higher", description="Whether a higher or a lower primary value "
                                                   "is better.")
-    batch_size: PositiveInt = Field(32, description="Passed to task.loaders (per process under torchrun).")
+    batch_size: PositiveInt = Field(32, description="Passed to task.loaders; under torchrun the "
+                            "global batch, each process takes batch_size / processes.")
     distill_outputs: Literal["mse"] = Field(
         "mse", description="How finetune.distill matches the teacher: mean squared error on every output tensor.")
 
@@ -79,6 +80,9 @@ def check_task(recipe) -> None:
         raise ValueError(f"{field}: not supported with task.kind: custom yet (the variants' accuracy check and the "
                          "engines' parity assume one logits output); drop it, or export the ONNX and convert it "
                          "yourself")
+    if recipe.finetune.label_smoothing:
+        raise ValueError("finetune.label_smoothing: a custom task's loss is task.loss alone; smooth inside it, or "
+                         "set finetune.label_smoothing: 0")
     if recipe.gates.max_variant_accuracy_drop is not None:
         raise ValueError("gates.max_variant_accuracy_drop: not supported with task.kind: custom (no precision "
                          "variants are made); remove it")

@@ -62,7 +62,8 @@ def custom_loaders(spec: str, seed: int, batch_size: int, input_shape: tuple[int
     pool = _Prefix(parts["calibration"], counts["calibration"])
     return Loaders(train=parts["train"], val=parts["val"], test=parts["test"], calibration=parts["calibration"],
                    num_train=counts["train"], num_val=counts["val"], num_test=counts["test"],
-                   num_calibration=counts["calibration"], num_classes=0, input_shape=tuple(input_shape), _pool=pool)
+                   num_calibration=counts["calibration"], num_classes=0,  # no classes: a custom task
+                   input_shape=tuple(input_shape), _pool=pool)
 
 
 def _check_part(part, name: str, input_shape: tuple[int, int, int]) -> int:
@@ -122,7 +123,8 @@ def _slice(targets, count: int):
     if isinstance(targets, dict):
         return {k: _slice(v, count) for k, v in targets.items()}
     if isinstance(targets, (list, tuple)):
-        return type(targets)(_slice(v, count) for v in targets)
+        cut = [_slice(v, count) for v in targets]
+        return type(targets)(*cut) if hasattr(targets, "_fields") else type(targets)(cut)
     return targets
 
 

@@ -81,8 +81,8 @@ def _delta(new, old) -> str:
     return f"{new - old:+.2f}"
 
 
-NO_ACCURACY_GATE = ("No accuracy gate: the recipe sets `gates.max_accuracy_drop: null`, so the top-1 above is "
-                    "reported, not checked")
+NO_ACCURACY_GATE = ("No accuracy gate: the recipe sets `gates.max_accuracy_drop: null`, so the top-1 (a custom "
+                    "task: its primary metric) above is reported, not checked")
 
 
 def accuracy_gated(gates: list[dict]) -> bool:
@@ -222,10 +222,13 @@ def _finetune(r: dict) -> str:
     f = r["finetune"]
     if not f["log"]:
         return "## Fine-tuning\n\nNone (finetune.epochs = 0)."
-    rows = [[e["epoch"], e["lr"], e["train_loss"], e["train_accuracy"], e["val_accuracy"], e["seconds"]] for e in f["log"]]
     _, short = metric_label(r)
+    headers = ["epoch", "lr", "train loss", "train top-1 %", f"val {short}", "seconds"]
+    rows = [[e["epoch"], e["lr"], e["train_loss"], e["train_accuracy"], e["val_accuracy"], e["seconds"]] for e in f["log"]]
+    if all(e["train_accuracy"] is None for e in f["log"]):  # a custom task: no top-1 on training batches
+        headers, rows = headers[:3] + headers[4:], [row[:3] + row[4:] for row in rows]
     return (f"## Fine-tuning\n\nBest epoch (by validation {short}, never test): {f['best_epoch']}.\n\n"
-            + table(["epoch", "lr", "train loss", "train top-1 %", f"val {short}", "seconds"], rows))
+            + table(headers, rows))
 
 
 def _artifacts(r: dict) -> str:
@@ -235,8 +238,9 @@ def _artifacts(r: dict) -> str:
     parity = ", ".join(f"{k}: {v:.2e}" for k, v in r["parity"].items() if k not in detail)
     text = "## Artifacts\n\n" + table(["artifact", "path (relative to the run folder)"], rows)
     if detail:
-        text += ("\n\nParity of the FP32 ONNX files: max |PyTorch - onnxruntime| on the logits against "
-                 "atol + rtol x max |logits| (`export.parity_tolerance`, `export.parity_rtol`).\n\n"
+        text += ("\n\nParity of the FP32 ONNX files: max |PyTorch - onnxruntime| on the logits (several outputs: "
+                 "the worst; each output has its own gate above) against atol + rtol x max |logits| "
+                 "(`export.parity_tolerance`, `export.parity_rtol`).\n\n"
                  + table(["artifact", "exporter", "max diff", "max abs logit", "atol", "rtol", "limit"],
                          [[k, d["exporter"], f"{d['max_abs_diff']:.2e}", f"{d['reference_max_abs']:.4g}",
                            f"{d['atol']:.2g}", f"{d['rtol']:.2g}", f"{d['limit']:.2e}"] for k, d in detail.items()]))

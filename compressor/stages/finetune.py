@@ -48,5 +48,5 @@ def _save(ctx: Context, model: nn.Module, history: list) -> dict:
     from ..surgery import save_pruned
 
     inputs = ctx.inputs
-    return save_pruned(ctx.layout.pruned, model, history, inputs.architecture, inputs.loaders.num_classes,
-                       inputs.input_shape)
+    num_classes = inputs.loaders.num_classes or None  # None: a custom task's model is built without num_classes
+    return save_pruned(ctx.layout.pruned, model, history, inputs.architecture, num_classes, inputs.input_shape)

@@ -81,8 +81,9 @@ class Exported:
     @property
     def summary(self) -> str:
         how = "" if self.onnx.exporter == "dynamo" else f" ({self.onnx.exporter} exporter)"
-        text = (f"{self.onnx.path.name}{how}: parity {self.onnx.max_abs_diff:.2e} at max |logit| "
-                f"{self.onnx.reference_max_abs:.3g}, {self.onnx.macs / 1e6:.2f} M MACs on ONNX")
+        outputs = f" (worst of {len(self.onnx.outputs)} outputs)" if self.onnx.outputs else ""
+        text = (f"{self.onnx.path.name}{how}: parity {self.onnx.max_abs_diff:.2e} at max |output| "
+                f"{self.onnx.reference_max_abs:.3g}{outputs}, {self.onnx.macs / 1e6:.2f} M MACs on ONNX")
         if self.stripe is not None:
             text += (f"; {self.stripe.path.name}: {self.stripe.stripe_layers}/{len(self.stripe.layers)} layers as "
                      f"stripes, parity {self.stripe.max_abs_diff:.2e}, {self.stripe.macs / 1e6:.2f} M MACs")

@@ -21,7 +21,7 @@ from .graph import build_graph, example_input
 HISTORY_FORMAT = 1
 
 
-def save_pruned(folder: Path, model: nn.Module, history: list, model_config: dict, num_classes: int,
+def save_pruned(folder: Path, model: nn.Module, history: list, model_config: dict, num_classes: int | None,
                 input_shape: tuple[int, int, int]) -> dict[str, Path]:
     """Write ``model.pt`` (state_dict) and ``pruning_history.json`` into ``folder``."""
     folder = Path(folder)

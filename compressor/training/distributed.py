@@ -121,11 +121,11 @@ def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
     return tensor.tolist()
 
 
-def check_batch(batch_size: int) -> None:
-    """``data.batch_size`` is the global batch: it must split evenly over the ranks."""
+def check_batch(batch_size: int, field: str = "data.batch_size") -> None:
+    """``field`` (``data.batch_size`` / ``task.batch_size``) is the global batch: it must split evenly over the ranks."""
     world = world_size()
     if batch_size % world:
-        raise CompressorError(f"data.batch_size: {batch_size} does not split over {world} processes (it is the "
+        raise CompressorError(f"{field}: {batch_size} does not split over {world} processes (it is the "
                               f"global batch; each rank takes batch_size / {world}); use a multiple of {world}")
 
 
@@ -136,14 +136,19 @@ def shard_train_loader(loader, seed: int):
     Unchanged outside torchrun."""
     if not active():
         return loader
-    from torch.utils.data import DataLoader
+    from torch.utils.data import DataLoader, Dataset
     from torch.utils.data.distributed import DistributedSampler
 
     from .checkpoint import derive_seed
 
-    check_batch(loader.batch_size)
-    per_rank = loader.batch_size // world_size()
     per_image = getattr(loader, "fallback", None) or loader
+    if not isinstance(getattr(per_image, "dataset", None), Dataset) or getattr(loader, "batch_size", None) is None:
+        from ..errors import DataError
+
+        raise DataError(f"task.loaders: under torchrun the train part must be a torch DataLoader with a batch_size "
+                        f"(it is sharded with a DistributedSampler); got a {type(loader).__name__}")
+    check_batch(loader.batch_size, "the train loader's batch_size (data.batch_size, or the one task.loaders gave it)")
+    per_rank = loader.batch_size // world_size()
     sampler = DistributedSampler(per_image.dataset, num_replicas=world_size(), rank=rank(), shuffle=True,
                                  seed=derive_seed(seed, "shard") % 2**31)
     lone_last = len(sampler) > per_rank and len(sampler) % per_rank == 1  # BatchNorm cannot train on one image

@@ -34,7 +34,8 @@ def to_device(value: Any, device: torch.device) -> Any:
     if isinstance(value, dict):
         return {k: to_device(v, device) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return type(value)(to_device(v, device) for v in value)
+        moved = [to_device(v, device) for v in value]
+        return type(value)(*moved) if hasattr(value, "_fields") else type(value)(moved)  # a namedtuple, or not
     return value
 
 
@@ -85,7 +86,7 @@ class CustomTask(Task):
         self.loss_fn, self.metric_fn, self.primary, self.direction = loss_fn, metric_fn, primary, direction
 
     def loss(self, outputs, targets, label_smoothing: float = 0.0) -> torch.Tensor:
-        value = self.loss_fn(outputs, targets)
+        value = user_call(self.loss_fn, "task.loss", outputs, targets)
         if not isinstance(value, torch.Tensor) or value.numel() != 1:
             got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
             raise DataError(f"task.loss returned {got}; it must return a scalar tensor (the batch's loss)")
@@ -106,10 +107,24 @@ class CustomTask(Task):
         model.eval()
         try:
             with torch.no_grad():
-                values = self.metric_fn(model, loader, device)
+                values = user_call(self.metric_fn, "task.metric", model, loader, device)
         finally:
             model.train(was_training)
         return _metric_result(values, self.primary, loader)
+
+
+def user_call(fn: Callable, field: str, *args):
+    """``fn(*args)``; an exception in the user's code becomes one exit-2 line naming ``field`` and where it was
+    raised (a bug in a metric is the user's to fix, not a failed gate's exit 1)."""
+    try:
+        return fn(*args)
+    except Exception as exc:  # noqa: BLE001 - the user's function, whatever it raises
+        import traceback
+
+        frame = traceback.extract_tb(exc.__traceback__)[-1]
+        text = str(exc).strip().splitlines()
+        raise DataError(f"{field} raised {type(exc).__name__}: {text[0] if text else ''} ({frame.filename}:"
+                        f"{frame.lineno}, in {frame.name})") from exc
 
 
 def _metric_result(values, primary: str, loader) -> EvalResult:

@@ -28,7 +28,7 @@ def test_quickstart_lists_the_groups_and_meets_the_target(tmp_path):
     out = tmp_path / "deeper" / "inspect.json"
     result = inspect(str(QUICKSTART), "--json", str(out))
     assert result.exit_code == 0, result.output
-    for key in GROUPS | {"linear", "classifier head"}:
+    for key in GROUPS | {"linear", "output head"}:
         assert key in result.output
     assert "reached" in result.output and "NOT reached" not in result.output
     found = json.loads(out.read_text())
@@ -39,7 +39,7 @@ def test_quickstart_lists_the_groups_and_meets_the_target(tmp_path):
         assert 0 < g["kept"] <= g["channels"] and g["kept"] % 8 == 0  # round_to: 8
         assert g["residual"] == (g["key"] in RESIDUAL) and g["slices"] == 1 and g["key"] in g["producers"]
     assert any(g["kept"] < g["channels"] for g in found["groups"] if g["residual"])  # residual: coupled
-    assert found["skipped"] == {"linear": "classifier head"} and found["protected"] == {}
+    assert found["skipped"] == {"linear": "output head"} and found["protected"] == {}
     assert found["macs_before"] == 3_392_128 and found["macs_after"] < found["macs_before"]
     assert found["params_after"] < found["params_before"]
     assert abs(found["reduction_pct"]["macs"] - 50) <= 1.0
@@ -56,7 +56,7 @@ def test_internal_residual_lists_the_streams_it_leaves_alone(tmp_path):
     found = json.loads(out.read_text())
     assert {g["key"] for g in found["groups"]} == GROUPS - RESIDUAL
     streams = {k for k, why in found["skipped"].items() if why == "residual stream (residual: internal)"}
-    assert streams == RESIDUAL and found["skipped"]["linear"] == "classifier head"
+    assert streams == RESIDUAL and found["skipped"]["linear"] == "output head"
     assert result.output.count("residual stream (residual: internal)") == 3
     assert found["target"]["reached"] is True
 
@@ -116,6 +116,6 @@ def test_a_hard_coded_view_shows_its_group_protected_with_the_reason(tmp_path, m
     found = json.loads(out.read_text())
     assert set(found["protected"]) == {"conv2"} and "fails in forward" in found["protected"]["conv2"]
     assert [(g["key"], g["kept"]) for g in found["groups"]] == [("conv1", 8)]
-    assert found["skipped"] == {"fc": "classifier head"}
+    assert found["skipped"] == {"fc": "output head"}
     assert "protected" in result.output and "fails in forward" in result.output
     assert found["target"] is None and found["reduction_pct"]["macs"] > 0

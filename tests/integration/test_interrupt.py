@@ -5,7 +5,9 @@ the metrics of the uninterrupted run, and re-running into the folder suggests ``
 The model is a user's own (``model.arch: pausing_net:build``) whose code waits in a chosen stage (read from
 ``compressor.progress.current_stage``) after writing a marker, so that the signal lands inside that stage and
 not by the luck of timing. Two chains cover every stage with both signals: each process of a chain is
-interrupted in the next stage and the following ``--resume`` goes on from there."""
+interrupted in the next stage and the following ``--resume`` goes on from there. A third chain (SIGINT first
+only, to keep the time down) does the same with a custom task (``custom_tasks.py``: its own loaders, loss and
+metric, a two-output network, lower is better)."""
 
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from . import custom_tasks as ct
+
 REPO = Path(__file__).resolve().parents[2]
 QUICKSTART = REPO / "recipes" / "quickstart.yaml"
 SETS = ["model.arch=pausing_net:build", "model.input_shape=[3, 32, 32]", "model.checkpoint=null",
@@ -27,8 +31,12 @@ SETS = ["model.arch=pausing_net:build", "model.input_shape=[3, 32, 32]", "model.
         "profile.enabled=false", "export.parity_images=8", "gates.max_accuracy_drop=null"]
 STAGES = ["load", "baseline", "prune", "finetune", "export"]
 # the forward call in the stage at which the model waits: fine-tuning is stopped in its second epoch (after
-# the first epoch's checkpoint: 4 steps of 64 images and the validation pass)
-CALL = {"finetune": 8}
+# the first epoch's checkpoint: 4 steps of 64 images and the validation pass; the custom task's: 10 steps of 32
+# and 2 validation batches)
+CALL = {"classification": {"finetune": 8}, "custom": {"finetune": 16}}
+# the custom task's recipe: the tiny task of custom_tasks.py on a model that pauses (pausing_net:build_custom)
+CUSTOM = ct.recipe(None, name="pausing_custom", model={"arch": "pausing_net:build_custom"}, pruning={"ratio": 0.5},
+                   finetune={"epochs": 2}, gates={"max_accuracy_drop": None})
 
 PAUSING_NET = """
 import os, pathlib, time
@@ -64,6 +72,20 @@ class PausingNet(nn.Module):
 def build(num_classes=10):
     pause()
     return PausingNet(num_classes)
+
+
+from tests.integration.custom_tasks import TwoHeads  # noqa: E402  (the repository is on PYTHONPATH)
+
+
+class PausingTwoHeads(TwoHeads):
+    def forward(self, x):
+        pause()
+        return super().forward(x)
+
+
+def build_custom(width=16):
+    pause()
+    return PausingTwoHeads(width)
 """
 
 
@@ -71,15 +93,23 @@ def build(num_classes=10):
 def code(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("code")
     (folder / "pausing_net.py").write_text(PAUSING_NET)
+    ct.write_recipe(folder / "custom.yaml", data=CUSTOM)
     return folder
 
 
-def compress(code: Path, args: list[str], pause_in: str | None = None, marker: Path | None = None):
+def run_args(task: str, code: Path, run: Path) -> list[str]:
+    """``compress run`` of the shrunk quickstart on the pausing net, or of the custom task's recipe."""
+    if task == "classification":
+        return ["run", str(QUICKSTART), "--out", str(run), *[x for s in SETS for x in ("--set", s)]]
+    return ["run", str(code / "custom.yaml"), "--out", str(run)]
+
+
+def compress(code: Path, args: list[str], pause_in: str | None = None, marker: Path | None = None, call: int = 1):
     env = {**os.environ, "CI": "true", "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(code), str(REPO), os.environ.get("PYTHONPATH", "")])}
     env.pop("PAUSE_IN", None)
     if pause_in:
-        env.update(PAUSE_IN=pause_in, PAUSE_AT=str(CALL.get(pause_in, 1)), PAUSE_MARKER=str(marker))
+        env.update(PAUSE_IN=pause_in, PAUSE_AT=str(call), PAUSE_MARKER=str(marker))
     # a shell's background job starts with SIGINT ignored, which Python keeps: give the child the default
     return subprocess.Popen([sys.executable, "-m", "compressor", *args], cwd=code, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -105,23 +135,34 @@ def metrics(run: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def straight(code, tmp_path_factory) -> dict:
-    run = tmp_path_factory.mktemp("straight") / "run"
-    proc = compress(code, ["run", str(QUICKSTART), "--out", str(run), *[x for s in SETS for x in ("--set", s)]])
-    output = proc.communicate(timeout=600)[0]
-    assert proc.returncode == 0, output
-    return metrics(run)
+def straight(code, tmp_path_factory):
+    """task -> the metrics of its uninterrupted run (each run once, when a test first asks)."""
+    found = {}
+
+    def of(task: str) -> dict:
+        if task not in found:
+            run = tmp_path_factory.mktemp(f"straight-{task}") / "run"
+            proc = compress(code, run_args(task, code, run))
+            output = proc.communicate(timeout=600)[0]
+            assert proc.returncode == 0, output
+            found[task] = metrics(run)
+        return found[task]
+
+    return of
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("first", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT-first", "SIGTERM-first"])
-def test_every_stage_interrupted_then_resumed_ends_with_the_uninterrupted_metrics(code, straight, tmp_path, first):
+@pytest.mark.parametrize("task, first", [("classification", signal.SIGINT), ("classification", signal.SIGTERM),
+                                         ("custom", signal.SIGINT)],
+                         ids=["SIGINT-first", "SIGTERM-first", "custom-SIGINT-first"])
+def test_every_stage_interrupted_then_resumed_ends_with_the_uninterrupted_metrics(code, straight, tmp_path, task, first):
     run, marker = tmp_path / "run", tmp_path / "paused"
     other = signal.SIGTERM if first == signal.SIGINT else signal.SIGINT
-    args = ["run", str(QUICKSTART), "--out", str(run), *[x for s in SETS for x in ("--set", s)]]
+    args = run_args(task, code, run)
     for i, stage in enumerate(STAGES):
         signum = first if i % 2 == 0 else other
-        proc = compress(code, args if i == 0 else ["run", "--resume", str(run), "--trust-model-code"], stage, marker)
+        proc = compress(code, args if i == 0 else ["run", "--resume", str(run), "--trust-model-code"], stage, marker,
+                        CALL[task].get(stage, 1))
         output = interrupt(proc, marker, signum)
         assert proc.returncode == (130 if signum == signal.SIGINT else 143), output
         name = "SIGINT" if signum == signal.SIGINT else "SIGTERM"
@@ -135,8 +176,10 @@ def test_every_stage_interrupted_then_resumed_ends_with_the_uninterrupted_metric
             again = compress(code, args)
             hint = again.communicate(timeout=120)[0]
             assert again.returncode == 2 and f"continue it with `compress run --resume {run}`" in hint, hint
+        if stage == "export":  # this process went on with fine-tuning after its first epoch
+            assert "resumed after epoch 1" in output, output
     proc = compress(code, ["run", "--resume", str(run), "--trust-model-code"])
     output = proc.communicate(timeout=600)[0]
     assert proc.returncode == 0, output
     assert json.loads((run / "status.json").read_text())["status"] == "complete"
-    assert metrics(run) == straight
+    assert metrics(run) == straight(task)

@@ -1,6 +1,7 @@
 """Reliability end to end: a SIGKILLed run resumes to the same metrics; a 2-process torchrun (gloo) run holds
 the same architecture on both ranks and lands within 1 point of the single-process run; runs are
-deterministic."""
+deterministic. Each test runs the (shrunk) quickstart classifier and the tiny custom task of ``custom_tasks.py``
+(its own loaders, loss and metric, two outputs, lower is better)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from . import custom_tasks as ct
 
 REPO = Path(__file__).resolve().parents[2]
 QUICKSTART = REPO / "recipes" / "quickstart.yaml"
@@ -43,6 +46,27 @@ main()
 """
 
 
+TASKS = ["classification", "custom"]
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    """The tiny custom task's trained baseline, made when first asked for (and shared with the other modules'
+    through the base temp folder)."""
+    return lambda: ct.checkpoint(tmp_path_factory.getbasetemp() / "custom_task")
+
+
+def job(task: str, folder: Path, checkpoint, sets: list[str], custom: dict) -> tuple[list[str], list[str]]:
+    """(the `compress run` arguments before --out, the extra `--resume` arguments) of ``task``: the quickstart
+    with ``sets``, or the tiny custom task's recipe with the ``custom`` sections, written into ``folder``
+    (resuming it calls its own code, so it needs --trust-model-code)."""
+    if task == "classification":
+        return ["run", str(QUICKSTART), *[x for s in sets for x in ("--set", s)]], []
+    sections = {"profile": {"enabled": False}, "gates": {"max_accuracy_drop": None}, **custom}
+    recipe = ct.write_recipe(folder / "custom.yaml", checkpoint(), **sections)
+    return ["run", str(recipe)], ["--trust-model-code"]
+
+
 def compress(*args: str, sets=(), **kwargs) -> subprocess.Popen:
     env = {**os.environ, "CI": "true", "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "compressor", *args, *[x for s in sets for x in ("--set", s)]]
@@ -64,14 +88,17 @@ def metrics(run: Path) -> dict:
             "parity": report["parity"], "epochs": epochs, "best_epoch": tune["best_epoch"]}
 
 
-def test_sigkilled_run_resumes_to_identical_metrics(tmp_path):
+@pytest.mark.parametrize("task", TASKS)
+def test_sigkilled_run_resumes_to_identical_metrics(task, tiny_checkpoint, tmp_path):
     sets = [*FAST, "data.train.num_images=3000", "data.val_split=300", "data.test.num_images=500",
             "finetune.epochs=4", "data.batch_size=64"]
+    # the tiny task's epochs take a tenth of a second: enough of them that the kill lands inside fine-tuning
+    args, trust = job(task, tmp_path, tiny_checkpoint, sets, {"finetune": {"epochs": 24}})
     straight = tmp_path / "straight"
-    finish(compress("run", str(QUICKSTART), "--out", str(straight), sets=sets))
+    finish(compress(*args, "--out", str(straight)))
 
     killed = tmp_path / "killed"
-    proc = compress("run", str(QUICKSTART), "--out", str(killed), sets=sets)
+    proc = compress(*args, "--out", str(killed))
     checkpoint = killed / "pruned" / "finetune.ckpt.pt"
     deadline = time.time() + 300
     while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:
@@ -82,19 +109,21 @@ def test_sigkilled_run_resumes_to_identical_metrics(tmp_path):
     assert not (killed / "report.json").exists()  # a killed run never looks complete
     assert json.loads((killed / "status.json").read_text())["status"] == "running"
 
-    output = finish(compress("run", "--resume", str(killed)))
+    output = finish(compress("run", "--resume", str(killed), *trust))
     assert "done before the resume" in output and "resumed after epoch" in output, output
     assert not checkpoint.exists()
     assert metrics(killed) == metrics(straight)
 
 
-def test_resume_of_a_finished_run_does_nothing(tmp_path):
+@pytest.mark.parametrize("task", TASKS)
+def test_resume_of_a_finished_run_does_nothing(task, tiny_checkpoint, tmp_path):
     run = tmp_path / "done"
-    finish(compress("run", str(QUICKSTART), "--out", str(run), sets=[*FAST, "data.train.num_images=600",
-                                                                      "data.val_split=100", "finetune.epochs=1",
-                                                                      "data.test.num_images=100"]))
+    args, trust = job(task, tmp_path, tiny_checkpoint, [*FAST, "data.train.num_images=600", "data.val_split=100",
+                                                   "finetune.epochs=1", "data.test.num_images=100"],
+                      {"finetune": {"epochs": 1}})
+    finish(compress(*args, "--out", str(run)))
     before = (run / "report.json").read_text()
-    output = finish(compress("run", "--resume", str(run)))
+    output = finish(compress("run", "--resume", str(run), *trust))
     assert "had finished" in output and (run / "report.json").read_text() == before
 
 
@@ -104,17 +133,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_process_gloo_run_matches_single_process(tmp_path):
+@pytest.mark.parametrize("task", TASKS)
+def test_two_process_gloo_run_matches_single_process(task, tiny_checkpoint, tmp_path):
     sets = [*FAST[:2], "profile.enabled=false", "export.parity_images=8"]
+    args, _ = job(task, tmp_path, tiny_checkpoint, sets, {"finetune": {"epochs": 3}, "gates": {"max_accuracy_drop": 5.0}})
     probe = tmp_path / "probe.py"
     probe.write_text(RANK_PROBE)
     env = {**os.environ, "CI": "true", "OMP_NUM_THREADS": "1", "RANK_PROBE_DIR": str(tmp_path)}
     single = tmp_path / "single"
-    finish(compress("run", str(QUICKSTART), "--out", str(single), sets=sets))
+    finish(compress(*args, "--out", str(single)))
     ddp = tmp_path / "ddp"
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-               "--master-port", str(_free_port()), str(probe), "run", str(QUICKSTART), "--out", str(ddp),
-               *[x for s in sets for x in ("--set", s)]]
+               "--master-port", str(_free_port()), str(probe), *args, "--out", str(ddp)]
     proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rank0, rank1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
@@ -123,13 +153,19 @@ def test_two_process_gloo_run_matches_single_process(tmp_path):
     a, b = (json.loads((run / "report.json").read_text()) for run in (single, ddp))
     assert a["pruned"]["macs"] == b["pruned"]["macs"]
     assert abs(a["pruned"]["accuracy"] - b["pruned"]["accuracy"]) <= 1.0, (a["pruned"], b["pruned"])
+    assert a["baseline"] == b["baseline"]  # measured by rank 0 alone, before any training
     assert sorted(p.name for p in ddp.iterdir()) == sorted(p.name for p in single.iterdir())  # rank 0 wrote it all
+    if task == "custom":
+        assert b["task"] == a["task"] and b["task"]["direction"] == "lower"
+        assert b["finetune"]["epochs"] == 3 and len(b["finetune"]["log"]) == 3
 
 
-def test_same_recipe_and_seed_give_identical_metrics(tmp_path):
+@pytest.mark.parametrize("task", TASKS)
+def test_same_recipe_and_seed_give_identical_metrics(task, tiny_checkpoint, tmp_path):
     sets = [*FAST, "data.train.num_images=800", "data.val_split=100", "data.test.num_images=200",
             "finetune.epochs=2"]
+    args, _ = job(task, tmp_path, tiny_checkpoint, sets, {"finetune": {"epochs": 2}})
     runs = [tmp_path / "a", tmp_path / "b"]
     for run in runs:
-        finish(compress("run", str(QUICKSTART), "--out", str(run), sets=sets))
+        finish(compress(*args, "--out", str(run)))
     assert metrics(runs[0]) == metrics(runs[1])

@@ -190,3 +190,19 @@ def test_a_resolved_recipe_naming_model_code_is_not_imported_without_trust(l1_ru
     assert "'os:system'" in result.output and "--trust-model-code" in result.output
     unrelated = CliRunner().invoke(app, ["run", str(QUICKSTART), "--trust-model-code"])
     assert unrelated.exit_code == 2 and "goes with --resume" in unrelated.output
+
+
+def test_a_resolved_recipe_naming_task_code_is_not_imported_without_trust(l1_run, tmp_path):
+    """A custom task's loaders, loss and metric are code the folder names too, whatever model.arch is."""
+    import yaml
+
+    out = interrupted_copy(l1_run, tmp_path)
+    recipe = yaml.safe_load((out / "recipe.resolved.yaml").read_text())
+    del recipe["data"]
+    recipe["task"] = {"kind": "custom", "loaders": "os:system", "loss": "os:getcwd", "metric": "os:getcwd",
+                      "primary": "x"}
+    recipe["model"]["input_shape"] = [3, 32, 32]
+    (out / "recipe.resolved.yaml").write_text(yaml.safe_dump(recipe))
+    result = resume(out)
+    assert result.exit_code == 2, result.output
+    assert "'os:system' (task.loaders)" in result.output and "--trust-model-code" in result.output

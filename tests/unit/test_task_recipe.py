@@ -75,6 +75,7 @@ def test_custom_refuses_a_data_section(tmp_path):
 @pytest.mark.parametrize("override,field", [
     ("export.precisions=[fp16]", "export.precisions"),
     ("gates.max_variant_accuracy_drop=1", "gates.max_variant_accuracy_drop"),
+    ("finetune.label_smoothing=0.1", "finetune.label_smoothing"),
 ])
 def test_what_a_custom_task_cannot_do_yet_is_refused(tmp_path, override, field):
     assert field in error_of(tmp_path, custom(), [override])

@@ -79,7 +79,8 @@ def test_a_wrong_batch_names_the_part(module, change, expected):
 
 
 def test_import_failures_name_the_field(module):
-    assert "task.loss 'nosuchpkg.x:f': cannot import 'nosuchpkg.x': No module named 'nosuchpkg'" in _import_error("nosuchpkg.x:f", "task.loss")
+    missing = _import_error("nosuchpkg.x:f", "task.loss")
+    assert "task.loss 'nosuchpkg.x:f': cannot import 'nosuchpkg.x': No module named 'nosuchpkg'" in missing
     assert "task.metric 'usertask:loadrs': module 'usertask' has no attribute 'loadrs'" in _import_error(
         "usertask:loadrs", "task.metric")
     assert "did you mean" in _import_error("usertask:loadrs", "task.metric")

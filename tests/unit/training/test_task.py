@@ -140,3 +140,22 @@ def test_the_accuracy_gate_limits_how_much_worse_the_primary_got(direction, prun
 def test_to_device_moves_nested_targets_and_keeps_the_rest():
     moved = to_device({"a": [torch.ones(1), (torch.zeros(2), "name")], "b": 3}, torch.device("cpu"))
     assert isinstance(moved["a"][1], tuple) and moved["a"][1][1] == "name" and moved["b"] == 3
+
+
+def test_to_device_keeps_namedtuples():
+    from collections import namedtuple
+
+    Pair = namedtuple("Pair", "a b")
+    moved = to_device(Pair(torch.ones(1), 2), torch.device("cpu"))
+    assert isinstance(moved, Pair) and moved.b == 2
+
+
+def test_an_exception_in_the_users_metric_is_one_line_naming_the_field_and_the_place():
+    def metric(model, loader, device):
+        raise RuntimeError("boom\nsecond line")
+
+    with pytest.raises(DataError) as info:
+        CustomTask(loss, metric, "error", "lower").evaluate(TwoHeads(), regression_data(), torch.device("cpu"))
+    message = str(info.value)
+    assert message.startswith("task.metric raised RuntimeError: boom (") and "test_task.py:" in message
+    assert "in metric)" in message and "\n" not in message
