@@ -52,8 +52,6 @@ class CustomTask(StrictModel):
                                                   "is better.")
     batch_size: PositiveInt = Field(32, description="Passed to task.loaders; under torchrun the "
                             "global batch, each process takes batch_size / processes.")
-    distill_outputs: Literal["mse"] = Field(
-        "mse", description="How finetune.distill matches the teacher: mean squared error on every output tensor.")
 
 
 def task_from_word(value):

@@ -23,10 +23,10 @@ PARTS = ("train", "val", "test", "calibration")
 
 def import_callable(spec: str, field: str) -> Callable:
     """The function ``spec`` ('package.module:function') names; one line naming ``field`` when it cannot be had."""
-    from ..models.registry import _cwd_on_path
+    from ..models.registry import cwd_on_path
 
     module_name, _, attr = spec.partition(":")
-    with _cwd_on_path():
+    with cwd_on_path():
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:

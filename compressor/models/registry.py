@@ -135,7 +135,7 @@ def _resolve_arch(arch: str) -> tuple[Callable[..., Any], str, Shape | None]:
 
 
 @contextlib.contextmanager
-def _cwd_on_path() -> Iterator[None]:
+def cwd_on_path() -> Iterator[None]:
     cwd = os.getcwd()
     added = cwd not in sys.path and "" not in sys.path
     if added:
@@ -148,7 +148,7 @@ def _cwd_on_path() -> Iterator[None]:
 
 
 def _import_user_module(module_name: str, arch: str) -> Any:
-    with _cwd_on_path():
+    with cwd_on_path():
         try:
             return importlib.import_module(module_name)
         except ImportError as exc:
