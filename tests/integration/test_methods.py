@@ -66,7 +66,8 @@ def test_every_shipped_recipe_plans_on_its_model(recipe):
     """Builds the recipe's network (random weights) and checks its pruning plan: selectors, layer_ratios length,
     reachable targets, and a trial prune that still runs."""
     loaded = load_recipe(recipe)
-    model, shape = build_model(loaded.model.model_copy(update={"checkpoint": None}), loaded.data.num_classes)
+    num_classes = loaded.data.num_classes if loaded.data is not None else None  # None: a custom task's model
+    model, shape = build_model(loaded.model.model_copy(update={"checkpoint": None}), num_classes)
     preflight(model, shape, loaded.pruning)
 
 
