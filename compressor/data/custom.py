@@ -10,41 +10,22 @@ checked here, before any work, so a wrong return shape is one exit-2 line naming
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 
 import torch
 
-from ..errors import DataError, did_you_mean
+from ..errors import DataError
 from .loaders import Loaders
 
 PARTS = ("train", "val", "test", "calibration")
 
 
 def import_callable(spec: str, field: str) -> Callable:
-    """The function ``spec`` ('package.module:function') names; one line naming ``field`` when it cannot be had."""
-    from ..models.registry import cwd_on_path
+    """The function ``spec`` ('package.module:function') names; one line naming ``field`` when it cannot be had
+    (``models.registry.import_callable``, as for ``model.arch``)."""
+    from ..models.registry import import_callable as resolve
 
-    module_name, _, attr = spec.partition(":")
-    with cwd_on_path():
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
-            raise DataError(f"{field} '{spec}': cannot import '{module_name}': {_first_line(exc)} (run from the folder "
-                            "that holds it, or add that folder to PYTHONPATH)") from None
-        except Exception as exc:  # the user's module raised while being imported
-            raise DataError(f"{field} '{spec}': importing '{module_name}' failed: {type(exc).__name__}: "
-                            f"{_first_line(exc)}") from None
-    target = module
-    for part in attr.split("."):
-        if not hasattr(target, part):
-            names = [n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n, None))]
-            raise DataError(f"{field} '{spec}': module '{module_name}' has no attribute '{part}'"
-                            f"{did_you_mean(part, names)}")
-        target = getattr(target, part)
-    if not callable(target):
-        raise DataError(f"{field} '{spec}': '{attr}' is a {type(target).__name__}, not a function")
-    return target
+    return resolve(spec, field, DataError)
 
 
 def custom_loaders(spec: str, seed: int, batch_size: int, input_shape: tuple[int, int, int]) -> Loaders:

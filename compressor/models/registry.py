@@ -120,18 +120,26 @@ def _resolve_arch(arch: str) -> tuple[Callable[..., Any], str, Shape | None]:
     module_name, _, attr = arch.partition(":")
     if not module_name or not attr:
         raise ModelError(f"model.arch '{arch}': expected 'package.module:factory' (e.g. 'mynets.small:build')")
-    module = _import_user_module(module_name, arch)
-    factory = module
-    for part in attr.split("."):
-        if not hasattr(factory, part):
-            names = [n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n, None))]
-            raise ModelError(f"model.arch '{arch}': module '{module_name}' has no attribute '{attr}'"
-                             f"{did_you_mean(attr, names)}")
-        factory = getattr(factory, part)
-    if not callable(factory):
-        raise ModelError(f"model.arch '{arch}': '{attr}' is a {type(factory).__name__}, not a callable "
-                         "returning an nn.Module")
+    factory = import_callable(arch, "model.arch", ModelError, "a callable returning an nn.Module")
     return factory, f"factory '{arch}'", None
+
+
+def import_callable(spec: str, field: str, error: type[Exception] = ModelError, kind: str = "a function") -> Callable:
+    """What ``spec`` ('package.module:name') names, imported with the current directory on ``sys.path``; one
+    ``error`` line naming ``field`` when the module does not import, lacks the name, or it is not callable
+    (``kind`` says what it should be)."""
+    module_name, _, attr = spec.partition(":")
+    module = _import_user_module(module_name, spec, field, error)
+    target = module
+    for part in attr.split("."):
+        if not hasattr(target, part):
+            names = [n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n, None))]
+            raise error(f"{field} '{spec}': module '{module_name}' has no attribute '{attr}'"
+                        f"{did_you_mean(attr, names)}")
+        target = getattr(target, part)
+    if not callable(target):
+        raise error(f"{field} '{spec}': '{attr}' is a {type(target).__name__}, not {kind}")
+    return target
 
 
 @contextlib.contextmanager
@@ -147,16 +155,16 @@ def cwd_on_path() -> Iterator[None]:
             sys.path.remove(cwd)
 
 
-def _import_user_module(module_name: str, arch: str) -> Any:
+def _import_user_module(module_name: str, spec: str, field: str, error: type[Exception]) -> Any:
     with cwd_on_path():
         try:
             return importlib.import_module(module_name)
         except ImportError as exc:
-            raise ModelError(f"model.arch '{arch}': cannot import '{module_name}': {_first_line(exc)} (run from "
-                             "the folder that holds it, or add that folder to PYTHONPATH)") from exc
+            raise error(f"{field} '{spec}': cannot import '{module_name}': {_first_line(exc)} (run from "
+                        "the folder that holds it, or add that folder to PYTHONPATH)") from exc
         except Exception as exc:  # the user's module raised while being imported
-            raise ModelError(f"model.arch '{arch}': importing '{module_name}' failed: "
-                             f"{type(exc).__name__}: {_first_line(exc)}") from exc
+            raise error(f"{field} '{spec}': importing '{module_name}' failed: "
+                        f"{type(exc).__name__}: {_first_line(exc)}") from exc
 
 
 def _accepted_params(factory: Callable[..., Any]) -> tuple[inspect.Signature | None, str]:

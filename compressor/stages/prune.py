@@ -121,9 +121,9 @@ def _say_protected(surgery, cfg: PruningConfig, stripes: bool, shown: int = 4) -
 
 def _max_difference(masked: nn.Module, pruned: nn.Module, images: torch.Tensor) -> float:
     """The masked network and the physically pruned one must compute the same outputs (every one of them)."""
-    from ..training.task import output_tensors
+    from ..outputs import flatten
 
     images = images.to(next(pruned.parameters()).device)
     with torch.no_grad():
-        pairs = zip(output_tensors(masked.eval()(images)), output_tensors(pruned.eval()(images)))
+        pairs = zip(flatten(masked.eval()(images)), flatten(pruned.eval()(images)))
         return max(float((a - b).abs().max()) for a, b in pairs)

@@ -13,7 +13,8 @@ import torch
 import torch.nn as nn
 
 from ..errors import ModelError
-from .graph import PARAM_LAYERS, _flatten, dead_end_layers, select_layers
+from ..outputs import flatten
+from .graph import PARAM_LAYERS, dead_end_layers, select_layers
 
 
 def find_heads(model: nn.Module, example: torch.Tensor) -> list[str]:
@@ -58,7 +59,7 @@ def output_layers(model: nn.Module, example: torch.Tensor) -> list[str]:
         for hook in hooks:
             hook.remove()
     found = set()
-    for tensor in (t for t in _flatten(output) if isinstance(t, torch.Tensor) and t.grad_fn is not None):
+    for tensor in (t for t in flatten(output) if isinstance(t, torch.Tensor) and t.grad_fn is not None):
         found |= _producers(tensor.grad_fn, produced)
     if not found and order:
         found = {order[-1]}

@@ -39,11 +39,6 @@ def to_device(value: Any, device: torch.device) -> Any:
     return value
 
 
-def output_tensors(value: Any) -> list[torch.Tensor]:
-    """The tensors of a model's output in the documented export order (``compressor.outputs``)."""
-    return flatten(value)
-
-
 class Task:
     """An image classifier: cross-entropy, top-1 (0-100, higher is better)."""
 
@@ -94,7 +89,7 @@ class CustomTask(Task):
 
     def distillation(self, outputs, teacher_outputs, temperature: float) -> torch.Tensor:
         """Mean squared error between every output tensor and the teacher's (``temperature`` unused)."""
-        pairs = list(zip(output_tensors(outputs), output_tensors(teacher_outputs)))
+        pairs = list(zip(flatten(outputs), flatten(teacher_outputs)))
         return sum(F.mse_loss(s.float(), t.float()) for s, t in pairs) / max(1, len(pairs))
 
     def correct(self, outputs, targets) -> int | None:
