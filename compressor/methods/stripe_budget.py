@@ -124,9 +124,9 @@ def allocate(model: nn.Module, layers: list[str], target: int, batches, device, 
 def _order(model: nn.Module, name: str, limit: int, batches, device, seed: int) -> np.ndarray:
     """The costs of the layer's first ``limit`` removals, in order, on the unpruned network's statistics."""
     conv = model.get_submodule(name)
-    gram, cross, target_sq, _ = _statistics(model, model, name, batches, device, seed)
-    return np.array([cost for _, _, cost in removal_order(gram, cross, target_sq, conv.in_channels, conv.kernel_size,
-                                                          limit)])
+    stats = _statistics(model, model, name, batches, device, seed)  # relative errors: layers compare
+    return np.array([cost for _, _, cost in removal_order(stats.gram, stats.cross, stats.target_sq, conv.in_channels,
+                                                          conv.kernel_size, limit)])
 
 
 def _kxk_limit(costs: dict[str, LayerCost], budget: Budget) -> float:

@@ -42,8 +42,10 @@ Departures from the reference code, each controlled by the recipe:
 - Checkpoints are never selected on the test set; the last epoch is kept (its masks are the result).
 - ``mode: reconstruct`` trains nothing: ``sparsity`` of the KxK convs' stripes go, those whose removal raises the
   layer's least-squares residual least (shared out over the layers by the same costs with ``budget: global``),
-  and each filter's surviving weights are re-fitted by least squares to the original layer's output, layer by
-  layer from the pruned network's inputs on the calibration images (``stripe_fit.py``): users start from a
+  and each filter's surviving weights (plus a constant, into the following BatchNorm's mean) are re-fitted by
+  least squares to the original layer's output, layer by layer from the pruned network's inputs on the
+  calibration images; where the conv feeds a residual addition the target makes up for the other addend's
+  error, so the residual stream matches the original's (``stripe_fit.py``): users start from a
   trained network, where 160 epochs from scratch are not an option on a CPU. Instead of ``sparsity``,
   ``pruning.macs_reduction_pct`` sets the budget, counted on the stripe graph as it executes
   (``stripe_budget.py``). Layers matched by ``pruning.ignore`` keep every stripe (and do not count in

@@ -43,12 +43,84 @@ def test_the_fit_recovers_a_layer_exactly_when_the_pruned_stripes_carried_nothin
     truth = truth * keep.unsqueeze(1)  # the stripes to prune are zero already: they carry nothing
     original = one_conv_net(truth)
     noisy = one_conv_net(truth + 0.3 * torch.randn_like(truth))  # what the fit starts from does not matter
-    gram, cross, target_sq, rows = _statistics(noisy, original, "0", batches(), torch.device("cpu"), 0)
-    assert torch.equal(greedy_stripes(gram, cross, target_sq, 4, (3, 3), int((~keep).sum())), keep)  # found
-    fitted = fit_stripes(gram, cross, keep, 4)
-    assert rows == 4 * 8 * 100  # every position of a 10x10 output is sampled (fewer than POSITIONS)
+    stats = _statistics(noisy, original, "0", batches(), torch.device("cpu"), 0)
+    assert stats.shift is None and stats.weight is None and not stats.addend  # no bias, no BatchNorm, no addition
+    assert torch.equal(greedy_stripes(stats.gram, stats.cross, stats.energy, 4, (3, 3), int((~keep).sum())), keep)
+    fitted = fit_stripes(stats.gram, stats.cross, keep, 4)
+    assert stats.rows == 4 * 8 * 100  # every position of a 10x10 output is sampled (fewer than POSITIONS)
     assert (fitted.float() - truth).abs().max() < 1e-4
     assert (fitted[~keep.unsqueeze(1).expand_as(fitted)] == 0).all()
+
+
+class Block(nn.Module):
+    """``bn(conv(x)) + shortcut(x)``: a residual block's last conv, written the way users write it."""
+
+    def __init__(self, inplace: bool = True):
+        super().__init__()
+        self.shortcut = nn.Conv2d(4, 6, 3, padding=1, bias=False)
+        self.conv = nn.Conv2d(4, 6, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(6)
+        self.inplace = inplace
+
+    def forward(self, x):
+        out = self.bn(self.conv(x))
+        if self.inplace:
+            out += self.shortcut(x)
+            return out
+        return self.shortcut(x) + out
+
+
+def _sparse_block(inplace: bool = True) -> tuple[nn.Module, torch.Tensor]:
+    torch.manual_seed(3)
+    block = randomize_bn(Block(inplace)).eval()
+    keep = torch.rand(6, 3, 3) < 0.5
+    keep[:, 1, 1] = True
+    with torch.no_grad():
+        block.conv.weight.mul_(keep.unsqueeze(1))  # the stripes to prune carry nothing
+    return block, keep
+
+
+@pytest.mark.parametrize("inplace", [True, False])
+def test_a_conv_feeding_an_addition_through_batchnorm_makes_up_for_the_other_addends_error(inplace):
+    original, keep = _sparse_block(inplace)
+    model = copy.deepcopy(original)
+    delta = torch.randn(6, 4, 3, 3) * keep.unsqueeze(1)  # an error in the other addend the conv's stripes can express
+    with torch.no_grad():
+        model.shortcut.weight.sub_(delta)
+    stats = _statistics(model, original, "conv", batches(), torch.device("cpu"), 0)
+    assert stats.addend and stats.weight is not None and stats.shift[0] == -1  # the constant: into the running mean
+    report = reconstruct(model, original, ["conv"], Budget(share="layer", sparsity=float((~keep).sum()) / keep.numel()),
+                         batches(), torch.device("cpu"))["conv"]
+    assert report["addend_matched"] and report["stripes"] == int(keep.sum())
+    x = next(batches()())[0]
+    with torch.no_grad():
+        assert (model(x) - original(x)).abs().max() < 1e-4  # the sum is the original's, not each addend alone
+        sigma_over_gamma = (original.bn.running_var + original.bn.eps).sqrt() / original.bn.weight
+        expected = original.conv.weight + delta * sigma_over_gamma.view(-1, 1, 1, 1)
+        assert (model.conv.weight - expected).abs().max() < 1e-3
+
+
+def test_the_fitted_constant_goes_into_the_batchnorms_running_mean():
+    torch.manual_seed(4)
+    first, conv = nn.Conv2d(4, 4, 1), nn.Conv2d(4, 6, 3, padding=0, bias=False)
+    original = randomize_bn(nn.Sequential(first, conv, nn.BatchNorm2d(6), nn.ReLU())).eval()
+    model = copy.deepcopy(original)
+    with torch.no_grad():
+        model[0].bias.add_(torch.randn(4))  # the conv's input is shifted by a constant per channel
+    before = model[2].running_mean.clone()
+    report = reconstruct(model, original, ["1"], Budget(share="layer", sparsity=0.0), batches(), torch.device("cpu"))
+    assert not report["1"]["addend_matched"] and report["1"]["error_refit"] < 1e-8
+    x = next(batches()())[0]
+    with torch.no_grad():
+        assert (model(x) - original(x)).abs().max() < 1e-4  # exact only with the constant (padding 0: W x + c)
+        assert (model[1].weight - original[1].weight).abs().max() < 1e-3
+    assert not torch.allclose(model[2].running_mean, before)
+
+
+def test_an_output_going_anywhere_else_is_matched_alone():
+    relu_after = nn.Sequential(nn.Conv2d(4, 6, 3, padding=1), nn.ReLU())
+    stats = _statistics(relu_after, relu_after, "0", batches(), torch.device("cpu"), 0)
+    assert not stats.addend and stats.weight is None and stats.shift[0] == 1  # the constant: into the conv's bias
 
 
 def test_the_fit_beats_plain_removal_on_the_calibration_sample():
