@@ -20,7 +20,8 @@ class StripeExportConfig(StrictModel):
         None, description="Batch the per-layer choice is measured at (onnxruntime CPU, profile.threads); "
         "default the largest of profile.batch_sizes.")
     min_gain: Annotated[float, Field(ge=0, lt=1)] = Field(
-        0.05, description="A layer goes stripe only when at least this fraction faster than dense (noise margin).")
+        0.05, description="A layer goes stripe only when at least this fraction faster than dense, and the hybrid "
+        "graph only when at least this fraction faster than dense-slim as a whole (noise margin).")
 
 
 class Int8Config(StrictModel):
