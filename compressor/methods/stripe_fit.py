@@ -23,9 +23,9 @@ model order:
 
 Not in the paper (which learns the skeleton over 160 epochs from scratch): a documented departure for users who
 start from a trained network (METHODS.md §1). On the akamaster ResNet-56 at 70% of stripes, the addend
-correction, the BatchNorm weighting and the constant together take the retrain-free top-1 from 79.7% to 86.6%
-(benchmarks/README.md). Fine-tuning after it (``finetune.epochs``) keeps every pruned
-stripe at zero (``StripeFreeze``).
+correction, the BatchNorm weighting and the constant together take the retrain-free top-1 from 79.7% to 84.9%
+(benchmarks/README.md). Fine-tuning after it (``finetune.epochs``) keeps every pruned stripe at zero
+(``StripeFreeze``).
 """
 
 from __future__ import annotations
