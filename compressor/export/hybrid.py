@@ -4,7 +4,8 @@ whichever measured faster on onnxruntime CPU at the target batch and thread coun
 Every eligible layer is timed in isolation, dense and stripe forms interleaved (``repeats`` rounds, median
 of each), on random input of its real shape. A layer goes stripe only when its stripe median is at most
 ``1 - min_gain`` of its dense median, so that measurement noise does not flip near-ties towards the
-slower form; the whole graph is then one rewrite of the dense-slim file (same inputs, outputs, weights).
+slower form; the whole graph is then one rewrite of the dense-slim file (same inputs, outputs, weights),
+kept only when it too is ``min_gain`` faster than dense-slim (:func:`export_stripe`).
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ def choose(found: list[Candidate], batch: int, threads: int | None, repeats: int
             choices.append(LayerChoice(name, lay.sparsity, lay.stripes, None, None, form, f"export.stripe.form={form}"))
             continue
         dense_ms, stripe_ms = measure_layer(cand, batch, threads, repeats)
-        wins = stripe_ms <= (1 - min_gain) * dense_ms
+        wins = _faster_by(stripe_ms, dense_ms, min_gain)
         choices.append(LayerChoice(name, lay.sparsity, lay.stripes, dense_ms, stripe_ms, "stripe" if wins else "dense",
                                    f"measured at batch {batch}: stripe/dense {stripe_ms / dense_ms:.2f}"))
     return choices
@@ -231,18 +232,24 @@ def _check_whole_graph(model, found, choices, batch, threads, min_gain):
     tried = []
     for gain in (min_gain, *[g for g in RETRY_GAINS if g > min_gain]):
         kept = [_demote(c, f"isolated gain under {gain:.0%} (whole-graph check)")
-                if c.form == "stripe" and c.stripe_ms > (1 - gain) * c.dense_ms else c for c in choices]
+                if c.form == "stripe" and not _faster_by(c.stripe_ms, c.dense_ms, gain) else c for c in choices]
         stripes = sum(c.form == "stripe" for c in kept)
         if not stripes:
             break
         dense_ms, hybrid_ms = measure_models([model, rewrite(model, found, kept)], shape, threads, repeats=5)
         tried.append({"min_gain": gain, "stripe_layers": stripes, "dense_ms": round(dense_ms, 4),
                       "hybrid_ms": round(hybrid_ms, 4)})
-        if hybrid_ms <= (1 - min_gain) * dense_ms:  # the same noise margin as per layer: a tie stays dense
+        if _faster_by(hybrid_ms, dense_ms, min_gain):  # the same noise margin as per layer: a tie stays dense
             return kept, {"batch": batch, "accepted": tried[-1], "tried": tried}
     demoted = [_demote(c, f"whole hybrid graph not {min_gain:.0%} faster than dense-slim") if c.form == "stripe" else c
                for c in choices]
     return demoted, {"batch": batch, "accepted": None, "tried": tried}
+
+
+def _faster_by(ms: float, reference_ms: float, gain: float) -> bool:
+    """Whether ``ms`` is at least ``gain`` (a fraction) faster than ``reference_ms``: the noise margin of every
+    stripe-or-dense decision, per layer and for the whole graph."""
+    return ms <= (1 - gain) * reference_ms
 
 
 def _demote(choice: LayerChoice, why: str) -> LayerChoice:
